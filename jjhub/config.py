@@ -41,6 +41,12 @@ class Settings:
         )
 
     @property
+    def image_dir(self) -> Path:
+        """Base images; shareable between data directories (tests share one)."""
+        override = os.environ.get("JJHUB_IMAGE_DIR")
+        return Path(override) if override else self.data_dir / "images"
+
+    @property
     def advertised_ssh_port(self) -> int:
         return self.ssh_public_port or self.ssh_port
 
