@@ -32,6 +32,10 @@ class Conflict(DomainError):
     pass
 
 
+class BadRequest(DomainError):
+    """A request the server cannot read (bad paging values, missing fields)."""
+
+
 class Invalid(DomainError):
     """Input that parses but makes no sense; `field` names the culprit."""
 

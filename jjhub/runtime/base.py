@@ -9,10 +9,10 @@ the API can tell users the truth instead of guessing.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 
@@ -116,6 +116,9 @@ class Runtime(Protocol):
 
     name: str
     capabilities: Capabilities
+    # The host as seen from inside a machine (None when unreachable), so a
+    # clone URL on the server's loopback can be rewritten to reach it.
+    host_address: str | None
 
     async def prepare(self) -> None:
         """Make sure images and host plumbing exist; may build the base image."""
