@@ -111,7 +111,9 @@ class JsonBody:
         body = b"".join(chunks)
         content_type = (_header(scope, b"content-type") or "").split(";")[0].strip()
         if body.strip() and content_type.lower() != "application/json":
-            await _send_json(send, 415, {"message": "Content-Type must be application/json"})
+            await _send_json(
+                send, 415, {"message": "Content-Type must be application/json"}
+            )
             return
         if not body.strip():
             body = b"{}"

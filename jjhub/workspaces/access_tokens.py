@@ -52,7 +52,9 @@ def check(db: Session, machine_id: str, linux_user: str, token: str) -> Grant:
     """The grant a token gives, or `TokenRefused` saying why."""
     if not token.startswith(PREFIX) or len(token) > 200:
         raise TokenRefused("malformed token")
-    row = db.scalar(select(SshAccessToken).where(SshAccessToken.token_hash == _hash(token)))
+    row = db.scalar(
+        select(SshAccessToken).where(SshAccessToken.token_hash == _hash(token))
+    )
     workspace = db.scalar(select(Workspace).where(Workspace.machine_id == machine_id))
     if workspace is None:
         raise TokenRefused("unknown machine")

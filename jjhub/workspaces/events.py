@@ -30,8 +30,8 @@ class EventHub:
     QUEUE_LIMIT = 256
 
     def __init__(self) -> None:
-        self._listeners: dict[tuple[str, str], set[asyncio.Queue[Event]]] = (
-            defaultdict(set)
+        self._listeners: dict[tuple[str, str], set[asyncio.Queue[Event]]] = defaultdict(
+            set
         )
 
     def publish(self, event: Event) -> None:
@@ -50,7 +50,9 @@ class EventHub:
         self._listeners[(kind, subject_id)].add(queue)
         return queue
 
-    def unsubscribe(self, kind: str, subject_id: str, queue: asyncio.Queue[Event]) -> None:
+    def unsubscribe(
+        self, kind: str, subject_id: str, queue: asyncio.Queue[Event]
+    ) -> None:
         listeners = self._listeners.get((kind, subject_id))
         if listeners is None:
             return

@@ -1,0 +1,14 @@
+"""Every router of the API, one module per resource."""
+
+from fastapi import APIRouter
+
+from jjhub.api.routes import repos, sessions, snapshots, streams, users, workspaces
+
+ROUTERS: list[APIRouter] = [
+    users.router,
+    repos.router,
+    workspaces.router,
+    snapshots.router,
+    sessions.router,
+    streams.router,
+]

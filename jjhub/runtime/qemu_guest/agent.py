@@ -1,0 +1,282 @@
+"""jjhub guest agent: serves the host over virtio-serial ports.
+
+Each port named `org.jjhub.agent.N` carries one session at a time. The host
+opens a session with MAGIC + "H" + nonce + a framed JSON header and waits for
+MAGIC + "A" + nonce; after that both sides exchange frames of one type byte,
+a 4-byte big-endian length and a payload:
+
+    host -> guest   D stdin/stream data, E end of input
+    guest -> host   D stdout/stream data, e stderr, X exit (JSON)
+
+Operations: `ssh` bridges to the local sshd, `exec` runs a command. A port
+whose host side is not connected reads as end of file, which ends any session
+on it: that is how suspend, fork and a closed gateway connection look here.
+Runs with the Debian python3 of the guest, standard library only.
+"""
+
+import json
+import os
+import pwd
+import select
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+MAGIC = b"\x00JJHUB1\x00"
+NONCE_SIZE = 8
+PORT_PREFIX = "org.jjhub.agent."
+IDLE_POLL_SECONDS = 0.1
+CHUNK = 65536
+
+
+def log(*parts):
+    print(time.strftime("%H:%M:%S"), *parts, file=sys.stderr, flush=True)
+
+
+class HostGone(Exception):
+    """The host side of the port disconnected."""
+
+
+class Port:
+    """One virtio-serial port opened non-blocking."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self.buffer = b""
+        self.write_lock = threading.Lock()
+
+    def host_connected(self):
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        events = poller.poll(0)
+        return not events or not events[0][1] & select.POLLHUP
+
+    def read_some(self):
+        """Bytes from the host; raises HostGone at end of file."""
+        while True:
+            try:
+                data = os.read(self.fd, CHUNK)
+            except BlockingIOError:
+                select.select([self.fd], [], [], 1.0)
+                continue
+            if not data:
+                raise HostGone()
+            return data
+
+    def read_exact(self, size):
+        while len(self.buffer) < size:
+            self.buffer += self.read_some()
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def read_frame(self):
+        kind, length = struct.unpack(">cI", self.read_exact(5))
+        return kind, self.read_exact(length)
+
+    def wait_for_header(self):
+        """Skip stale bytes up to the next session opening; return nonce, header."""
+        marker = MAGIC + b"H"
+        while marker not in self.buffer:
+            keep = self.buffer[-len(marker) :]
+            self.buffer = keep + self.read_some()
+        self.buffer = self.buffer[self.buffer.index(marker) + len(marker) :]
+        nonce = self.read_exact(NONCE_SIZE)
+        kind, payload = self.read_frame()
+        return nonce, json.loads(payload)
+
+    def write_all(self, data):
+        with self.write_lock:
+            view = memoryview(data)
+            while view:
+                try:
+                    written = os.write(self.fd, view)
+                except BlockingIOError:
+                    written = 0
+                except OSError as error:
+                    raise HostGone() from error
+                if written == 0:
+                    if not self.host_connected():
+                        raise HostGone()
+                    select.select([], [self.fd], [], 1.0)
+                    continue
+                view = view[written:]
+
+    def send(self, kind, payload=b""):
+        self.write_all(struct.pack(">cI", kind, len(payload)) + payload)
+
+
+def serve_port(path):
+    port = Port(path)
+    while True:
+        try:
+            if not port.host_connected():
+                port.buffer = b""
+                time.sleep(IDLE_POLL_SECONDS)
+                continue
+            nonce, header = port.wait_for_header()
+            port.write_all(MAGIC + b"A" + nonce)
+            run_session(port, header)
+        except HostGone:
+            port.buffer = b""
+            time.sleep(IDLE_POLL_SECONDS)
+        except Exception as error:  # keep serving whatever one session did
+            log("session failed", path, repr(error))
+            time.sleep(IDLE_POLL_SECONDS)
+
+
+def run_session(port, header):
+    operation = header.get("op")
+    if operation == "ssh":
+        bridge_tcp(port, header.get("port", 22))
+    elif operation == "exec":
+        run_command(port, header)
+    else:
+        port.send(b"X", json.dumps({"error": f"unknown op {operation}"}).encode())
+
+
+def bridge_tcp(port, tcp_port):
+    connection = socket.create_connection(("127.0.0.1", tcp_port), timeout=30)
+    connection.settimeout(None)
+    finished = threading.Event()
+
+    def tcp_to_host():
+        try:
+            while True:
+                data = connection.recv(CHUNK)
+                if not data:
+                    break
+                port.send(b"D", data)
+            port.send(b"X", b"{}")
+        except (HostGone, OSError):
+            pass
+        finally:
+            finished.set()
+
+    reader = threading.Thread(target=tcp_to_host, daemon=True)
+    reader.start()
+    try:
+        while not finished.is_set():
+            kind, payload = port.read_frame()
+            if kind == b"D":
+                connection.sendall(payload)
+            elif kind == b"E":
+                connection.shutdown(socket.SHUT_WR)
+                finished.wait()
+    except (HostGone, OSError):
+        pass
+    finally:
+        connection.close()
+        reader.join(timeout=5)
+
+
+def user_environment(user):
+    entry = pwd.getpwnam(user)
+    env = {
+        "HOME": entry.pw_dir,
+        "USER": user,
+        "LOGNAME": user,
+        "SHELL": entry.pw_shell,
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+    }
+    return entry, env
+
+
+def run_command(port, header):
+    entry, env = user_environment(header.get("user", "root"))
+    env.update(header.get("env", {}))
+    try:
+        process = subprocess.Popen(
+            header["argv"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=entry.pw_dir if os.path.isdir(entry.pw_dir) else "/",
+            user=entry.pw_uid,
+            group=entry.pw_gid,
+            extra_groups=os.getgrouplist(entry.pw_name, entry.pw_gid),
+            start_new_session=True,
+        )
+    except OSError as error:
+        port.send(b"e", f"{error}\n".encode())
+        port.send(b"X", json.dumps({"code": 127}).encode())
+        return
+    pumps = [
+        threading.Thread(target=pump, args=(process.stdout, port, b"D"), daemon=True),
+        threading.Thread(target=pump, args=(process.stderr, port, b"e"), daemon=True),
+    ]
+    for thread in pumps:
+        thread.start()
+    feeder = threading.Thread(target=feed, args=(port, process), daemon=True)
+    feeder.start()
+    code = process.wait()
+    for thread in pumps:
+        thread.join()
+    port.send(b"X", json.dumps({"code": code}).encode())
+
+
+def pump(stream, port, kind):
+    """Forward output; once the host is gone, drain it so the command can end."""
+    connected = True
+    while True:
+        data = stream.read1(CHUNK)
+        if not data:
+            break
+        if connected:
+            try:
+                port.send(kind, data)
+            except HostGone:
+                connected = False
+    stream.close()
+
+
+def feed(port, process):
+    try:
+        while True:
+            kind, payload = port.read_frame()
+            if kind == b"D":
+                process.stdin.write(payload)
+                process.stdin.flush()
+            elif kind == b"E":
+                break
+    except (HostGone, OSError):
+        pass
+    finally:
+        try:
+            process.stdin.close()
+        except OSError:
+            pass
+
+
+def find_ports():
+    ports = []
+    for name in sorted(os.listdir("/sys/class/virtio-ports")):
+        with open(f"/sys/class/virtio-ports/{name}/name") as handle:
+            label = handle.read().strip()
+        if label.startswith(PORT_PREFIX):
+            ports.append(f"/dev/{name}")
+    return ports
+
+
+def main():
+    ports = []
+    for _ in range(300):
+        ports = find_ports() if os.path.isdir("/sys/class/virtio-ports") else []
+        if ports:
+            break
+        time.sleep(0.1)
+    log("serving", len(ports), "ports")
+    threads = [threading.Thread(target=serve_port, args=(p,)) for p in ports]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+#!/bin/sh
+# The jjhub guest's init, run under tini: mount the kernel file systems,
+# bring up the user-mode network, start sshd and the agent the host talks to.
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t tmpfs -o mode=755 tmpfs /run
+mkdir -p /run/sshd /run/jjhub
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
+
+hostname "$(cat /etc/hostname)"
+
+# QEMU's user-mode network: fixed addresses, its own DNS forwarder.
+ip link set lo up
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+ip route add default via 10.0.2.2
+echo "nameserver 10.0.2.3" > /etc/resolv.conf
+
+ssh-keygen -A > /dev/null 2>&1
+/usr/sbin/sshd
+
+while true; do
+    /usr/bin/python3 -u /usr/local/lib/jjhub/agent.py >> /run/jjhub/agent.log 2>&1
+    sleep 1
+done

@@ -1,0 +1,147 @@
+"""The loop that looks after workspaces when nobody is calling the API.
+
+Each pass: reconcile the database with the runtime, fail workspaces stuck in
+`starting`, suspend (or delete, when ephemeral) idle ones through the same
+code path as an explicit call, end idle legacy sessions, purge expired SSH
+tokens. A pass that fails is logged and the next one runs anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from jjhub.errors import DomainError
+from jjhub.logs import kv
+from jjhub.runtime.base import MachineState
+from jjhub.runtime.errors import RuntimeFailure
+from jjhub.services import Services
+from jjhub.store.models import Workspace, utcnow
+from jjhub.workspaces import access_tokens
+from jjhub.workspaces.service import idle_deadline
+from jjhub.workspaces.states import LIVE, Persistence, Status
+
+log = logging.getLogger(__name__)
+
+
+class LifecycleLoop:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.workspaces = services.workspaces
+
+    async def run(self) -> None:
+        interval = self.services.settings.lifecycle_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("lifecycle pass failed; retrying next interval")
+
+    async def tick(self) -> None:
+        await self.reconcile()
+        await self.fail_stuck()
+        await self.suspend_idle()
+        await self.end_idle_sessions()
+        with self.services.db.session() as db:
+            purged = access_tokens.purge_expired(db)
+        if purged:
+            log.info("purged expired ssh tokens %s", kv(count=purged))
+
+    def _live(self) -> list[Workspace]:
+        with self.services.db.session() as db:
+            return list(
+                db.scalars(
+                    select(Workspace).where(
+                        Workspace.status.in_([s.value for s in LIVE])
+                    )
+                ).all()
+            )
+
+    async def reconcile(self) -> None:
+        """Make the database agree with what the runtime reports."""
+        try:
+            machines = {m.machine_id: m for m in await self.workspaces.runtime.list()}
+        except RuntimeFailure as error:
+            log.error("reconcile skipped: runtime list failed %s", kv(error=error))
+            return
+        known = set()
+        for workspace in self._live():
+            known.add(workspace.machine_id)
+            if workspace.status == Status.STARTING:
+                continue
+            machine = machines.get(workspace.machine_id)
+            state = machine.state if machine else MachineState.MISSING
+            if state in (MachineState.MISSING, MachineState.STOPPED):
+                log.warning(
+                    "machine vanished %s",
+                    kv(
+                        workspace=workspace.id,
+                        machine=workspace.machine_id,
+                        state=state,
+                    ),
+                )
+                await self.workspaces.mark_failed(
+                    workspace.id,
+                    "reconcile",
+                    f"machine {workspace.machine_id} is {state} in the runtime; "
+                    "POST .../recover restarts it from its disk",
+                )
+            else:
+                await self.workspaces.sync_status(workspace.id, state)
+        for machine_id in machines.keys() - known:
+            if not self._is_known(machine_id):
+                log.warning(
+                    "runtime has a machine the database does not know; left alone %s",
+                    kv(machine=machine_id),
+                )
+
+    def _is_known(self, machine_id: str) -> bool:
+        with self.services.db.session() as db:
+            return (
+                db.scalar(
+                    select(Workspace.id).where(Workspace.machine_id == machine_id)
+                )
+                is not None
+            )
+
+    async def fail_stuck(self) -> None:
+        limit = timedelta(seconds=self.services.settings.starting_timeout_seconds)
+        now = utcnow()
+        for workspace in self._live():
+            if (
+                workspace.status == Status.STARTING
+                and workspace.updated_at + limit < now
+            ):
+                await self.workspaces.mark_failed(
+                    workspace.id,
+                    "starting_timeout",
+                    f"still starting after {limit.total_seconds():.0f} s",
+                )
+
+    async def suspend_idle(self) -> None:
+        now = utcnow()
+        for workspace in self._live():
+            if workspace.status != Status.RUNNING:
+                continue
+            deadline = idle_deadline(workspace)
+            if deadline is None or deadline > now:
+                continue
+            try:
+                if workspace.persistence == Persistence.EPHEMERAL:
+                    await self.workspaces.delete(workspace.id, cause="idle_timeout")
+                else:
+                    await self.workspaces.suspend(workspace.id, cause="idle_timeout")
+            except DomainError as error:
+                log.warning(
+                    "idle action failed %s",
+                    kv(workspace=workspace.id, error=error.message),
+                )
+
+    async def end_idle_sessions(self) -> None:
+        from jjhub.workspaces import sessions
+
+        await sessions.end_idle(self.services)
