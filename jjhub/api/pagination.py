@@ -58,8 +58,7 @@ def page_from(request: Request) -> Page:
 def set_headers(request: Request, response: Response, page: Page, total: int) -> None:
     """`X-Total-Count` and a `Link` header with first, prev, next and last."""
     response.headers["X-Total-Count"] = str(total)
-    base = str(request.url.remove_query_param("page").remove_query_param("cursor"))
-    base = base.split("?")[0]
+    base = str(request.url).split("?")[0]
     others = {
         k: v
         for k, v in request.query_params.items()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jjhub.api.timestamps import Timestamp
 from jjhub.runtime.base import Capabilities
 from jjhub.store.models import Workspace, WorkspaceSession, WorkspaceSnapshot
 
@@ -65,11 +65,11 @@ class WorkspaceOut(BaseModel):
     size: str
     runtime: str
     capabilities: CapabilitiesOut
-    last_activity_at: datetime
+    last_activity_at: Timestamp
     last_activity_reason: str
-    created_at: datetime
-    updated_at: datetime
-    suspended_at: datetime | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    suspended_at: Timestamp | None
 
     @classmethod
     def of(cls, ws: Workspace, ssh_host: str, caps: Capabilities) -> WorkspaceOut:
@@ -112,8 +112,8 @@ class SnapshotOut(BaseModel):
     runtime: str
     keeps_memory: bool
     size_bytes: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
     @classmethod
     def of(cls, snap: WorkspaceSnapshot) -> SnapshotOut:
@@ -185,10 +185,10 @@ class SessionOut(BaseModel):
     status: str
     cols: int
     rows: int
-    last_activity_at: datetime
+    last_activity_at: Timestamp
     idle_timeout_secs: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
     @classmethod
     def of(cls, s: WorkspaceSession) -> SessionOut:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jjhub.api.timestamps import Timestamp
 from jjhub.store.models import Repository, User
 
 
@@ -15,7 +15,7 @@ class UserOut(BaseModel):
     login: str
     username: str
     is_admin: bool
-    created_at: datetime
+    created_at: Timestamp
 
     @classmethod
     def of(cls, user: User) -> UserOut:
@@ -48,8 +48,8 @@ class RepositoryOut(BaseModel):
     private: bool
     default_persistence: str | None
     default_idle_timeout_seconds: int | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
     @classmethod
     def of(cls, repo: Repository) -> RepositoryOut:
