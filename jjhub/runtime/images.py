@@ -147,8 +147,9 @@ async def ensure_shifted_rootfs(image_dir: Path, uid_offset: int) -> Path:
 
 def _ensure_shifted_rootfs(image_dir: Path, uid_offset: int) -> Path:
     base = _ensure_base_rootfs(image_dir)
-    shifted = base.parent / f"rootfs-shift-{uid_offset}"
-    ready = base.parent / f"ready-shift-{uid_offset}"
+    # "v2": v1 shifted directories twice; its copies are never reused.
+    shifted = base.parent / f"rootfs-shift-{uid_offset}-v2"
+    ready = base.parent / f"ready-shift-{uid_offset}-v2"
     if ready.exists():
         return shifted
     with _file_lock(image_dir / ".build.lock"):
@@ -168,15 +169,21 @@ def _ensure_shifted_rootfs(image_dir: Path, uid_offset: int) -> Path:
 
 
 def _shift_ownership(root: Path, offset: int) -> None:
+    # Every inode is shifted exactly once: directories when walked, symlinks
+    # to directories from dirnames (never walked), hard links once per inode.
+    seen: set[tuple[int, int]] = set()
     for directory, dirnames, filenames in os.walk(root):
-        for name in [directory, *(os.path.join(directory, n) for n in dirnames)]:
-            _shift_one(name, offset)
-        for name in filenames:
-            _shift_one(os.path.join(directory, name), offset)
+        _shift_one(directory, offset, seen)
+        links = [n for n in dirnames if os.path.islink(os.path.join(directory, n))]
+        for name in [*links, *filenames]:
+            _shift_one(os.path.join(directory, name), offset, seen)
 
 
-def _shift_one(path: str, offset: int) -> None:
+def _shift_one(path: str, offset: int, seen: set[tuple[int, int]]) -> None:
     info = os.lstat(path)
+    if (info.st_dev, info.st_ino) in seen:
+        return
+    seen.add((info.st_dev, info.st_ino))
     mode = info.st_mode
     os.lchown(path, info.st_uid + offset, info.st_gid + offset)
     # chown clears setuid/setgid bits (sudo needs them back).
