@@ -118,7 +118,6 @@ def process_spec(
             "effective": caps,
             "permitted": caps,
         },
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 65536, "soft": 65536}],
         "noNewPrivileges": False,
     }
 
