@@ -34,8 +34,15 @@ def token_from(request: Request) -> str:
     return value.strip()
 
 
-def current_user(request: Request, db: DB) -> User:
-    user = accounts.authenticate(db, token_from(request))
+def current_user(request: Request) -> User:
+    """The caller, loaded in a unit of work of its own.
+
+    Authentication writes `last_used_at`; committing it here, rather than in
+    the route's session, keeps SQLite's write lock from being held while the
+    route waits on a machine (which would block every other writer).
+    """
+    with services(request).db.session() as db:
+        user = accounts.authenticate(db, token_from(request))
     request.state.user_id = user.id
     return user
 
@@ -43,8 +50,11 @@ def current_user(request: Request, db: DB) -> User:
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-def repository(owner: str, repo: str, user: CurrentUser, db: DB) -> Repository:
-    return repos.readable_repository(db, user, owner, repo)
+def repository(
+    owner: str, repo: str, request: Request, user: CurrentUser
+) -> Repository:
+    with services(request).db.session() as db:
+        return repos.readable_repository(db, user, owner, repo)
 
 
 Repo = Annotated[Repository, Depends(repository)]
