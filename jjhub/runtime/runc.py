@@ -86,6 +86,11 @@ class RuncRuntime:
         self.cgroup_parent = f"jjhub-{tag}"
 
     @property
+    def host_address(self) -> str:
+        """The host as seen from inside machines (the bridge's address)."""
+        return self.gateway_address
+
+    @property
     def gateway_address(self) -> str:
         """The host's address as machines see it (for `localhost` URLs)."""
         return str(self.network.gateway)
