@@ -2,7 +2,16 @@
 
 from fastapi import APIRouter
 
-from jjhub.api.routes import repos, sessions, snapshots, streams, users, workspaces
+from jjhub.api.routes import (
+    issues,
+    landings,
+    repos,
+    sessions,
+    snapshots,
+    streams,
+    users,
+    workspaces,
+)
 
 ROUTERS: list[APIRouter] = [
     users.router,
@@ -11,4 +20,6 @@ ROUTERS: list[APIRouter] = [
     snapshots.router,
     sessions.router,
     streams.router,
+    issues.router,
+    landings.router,
 ]
