@@ -164,8 +164,10 @@ def test_ssh_info_mints_a_fresh_token_and_a_pasteable_command(server, alice, pri
     assert first["port"] == server.ssh_port
 
 
-def test_list_is_paginated_with_total_and_links(server, alice):
+def test_list_is_paginated_with_total_and_links(server, alice, primary):
     with server.client(alice["token"]) as api:
+        url = f"{alice['repo']}/workspaces/{primary['id']}/fork"
+        assert api.post(url, json={"name": "second"}).status_code == 201
         response = api.get(f"{alice['repo']}/workspaces", params={"per_page": 1})
         assert response.status_code == 200
         total = int(response.headers["X-Total-Count"])
