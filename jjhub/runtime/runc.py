@@ -446,6 +446,8 @@ class RuncRuntime:
             if state["status"] == "paused":
                 await self._runc("resume", machine_id, check=False)
             await self._runc("delete", "--force", machine_id)
+            if state.get("pid"):
+                await _wait_exited(state["pid"])
         await self.network.detach(machine_id)
         await _unmount(self._dir(machine_id) / "rootfs")
 
@@ -626,6 +628,21 @@ async def _wait_ready(machine: Path, pid: int) -> None:
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+async def _wait_exited(pid: int, timeout: float = 5.0) -> None:
+    """Wait until a killed init is gone or a zombie (its parent reaps it)."""
+    deadline = time.monotonic() + timeout
+    while _process_running(pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+
+def _process_running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 async def _gather_all(coros: Any) -> None:
