@@ -70,8 +70,9 @@ async def fork(
                 source.machine_id, [service.spec_for(row) for row in forks]
             )
         except RuntimeFailure as error:
-            for row in forks:
-                service._set_status(row.id, Status.FAILED, "fork_failed", str(error))
+            # The driver removed every machine it made; the rows go too, so
+            # a failed fork leaves nothing half made behind.
+            service.discard(row.id for row in forks)
             raise from_runtime("fork", error) from error
     result = [
         service._set_status(row.id, Status.RUNNING, "fork", started=True)

@@ -13,10 +13,11 @@ import secrets
 import string
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -225,6 +226,19 @@ class WorkspaceService:
                 "retry in a moment"
             ) from None
         self.events.publish(Event("workspace", workspace.id, workspace.status, "user"))
+
+    def discard(self, ws_ids: Iterable[str]) -> None:
+        """Forget rows whose machines were never made (a failed fork)."""
+        ids = list(ws_ids)
+        with self.db.session() as db:
+            db.execute(
+                delete(WorkspaceEvent).where(WorkspaceEvent.workspace_id.in_(ids))
+            )
+            db.execute(delete(Workspace).where(Workspace.id.in_(ids)))
+        for ws_id in ids:
+            self.events.publish(
+                Event("workspace", ws_id, Status.STOPPED, "fork_failed")
+            )
 
     async def _create(
         self,
