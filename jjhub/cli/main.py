@@ -12,6 +12,11 @@ from jjhub import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "server": ("jjhub.cli.server", "server", "Run the workspace server."),
     "admin": ("jjhub.cli.admin", "admin", "Manage users, tokens and organisations."),
+    "auth": ("jjhub.cli.auth", "auth", "Log in to a server, show status, log out."),
+    "repo": ("jjhub.cli.repo", "repo", "Create, view and list repositories."),
+    "workspace": ("jjhub.cli.workspace", "workspace", "Create and use workspaces."),
+    "issue": ("jjhub.cli.issue", "issue", "Create, view and list issues."),
+    "land": ("jjhub.cli.land", "land", "Create, view and list landing requests."),
 }
 
 
