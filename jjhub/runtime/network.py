@@ -132,9 +132,15 @@ class HostNetwork:
             what="creating veth",
         )  # fmt: skip
         try:
+            # Isolated ports reach the host but not each other: machines of
+            # different users share the bridge.
             await check(
                 "ip", "link", "set", veth, "master", self.bridge, "up",
                 what="joining bridge",
+            )  # fmt: skip
+            await check(
+                "ip", "link", "set", veth, "type", "bridge_slave", "isolated", "on",
+                what="isolating bridge port",
             )  # fmt: skip
             inside = (
                 "link set lo up\n"

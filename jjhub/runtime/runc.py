@@ -335,7 +335,11 @@ class RuncRuntime:
     async def open_ssh(self, machine_id: str) -> SshStream:
         """`sshd -i` inside, speaking SSH over the exec's stdin and stdout."""
         proc, spec_file = await self._spawn(
-            machine_id, ["/usr/sbin/sshd", "-i"], "root", stdin=asyncio.subprocess.PIPE
+            machine_id,
+            ["/usr/sbin/sshd", "-i"],
+            "root",
+            stdin=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         assert proc.stdin is not None and proc.stdout is not None
 
@@ -416,6 +420,8 @@ class RuncRuntime:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=console,
                 stderr=console,
+                # Own session: a Ctrl-C to the server must not reach tini.
+                start_new_session=True,
             )  # fmt: skip
             await proc.wait()
         if proc.returncode != 0:
@@ -502,7 +508,12 @@ class RuncRuntime:
         return info.state
 
     async def _spawn(
-        self, machine_id: str, argv: list[str], user: str, stdin: int
+        self,
+        machine_id: str,
+        argv: list[str],
+        user: str,
+        stdin: int,
+        stderr: int = asyncio.subprocess.PIPE,
     ) -> tuple[asyncio.subprocess.Process, Path]:
         """Start `runc exec` with a full process spec (user, env, no caps)."""
         machine = self._existing_dir(machine_id)
@@ -517,7 +528,7 @@ class RuncRuntime:
             "--process", str(spec_file), machine_id,
             stdin=stdin,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=stderr,
         )  # fmt: skip
         return proc, spec_file
 

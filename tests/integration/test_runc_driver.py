@@ -338,11 +338,19 @@ async def test_fork_copies_files_and_isolates_writes(runtime: RuncRuntime) -> No
     for other in (source, forks[1]):
         result = await runtime.exec(other, ["cat", "/home/developer/fork-only"])
         assert result.exit_code != 0, "fork's write leaked"
-    addresses = {
+    addresses = [
         json.loads((runtime.machines_dir / m / "network.json").read_text())["address"]
         for m in [source, *forks]
-    }
-    assert len(addresses) == 3
+    ]
+    assert len(set(addresses)) == 3
+
+    # Machines reach the host but not each other.
+    await sh(runtime, source, "nohup python3 -m http.server 8000 >/dev/null 2>&1 &")
+    await asyncio.sleep(0.5)
+    url = f"http://{addresses[0]}:8000/"
+    assert await sh(runtime, source, f"curl -sf -o /dev/null -m 5 {url} && echo ok")
+    result = await runtime.exec(forks[0], ["curl", "-sf", "-m", "2", url])
+    assert result.exit_code != 0, "a machine reached another machine"
 
 
 async def test_fork_of_a_suspended_machine_leaves_it_suspended(
