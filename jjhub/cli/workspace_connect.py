@@ -217,16 +217,25 @@ class SshCommand(click.Command):
 @click.argument("command", nargs=-1, metavar="[-- COMMAND...]")
 @wait_option
 @repo_option
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the SSH connection info as JSON instead of connecting "
+    "(ignored with a COMMAND).",
+)
 def ssh(
     workspace_id: str | None,
     command: tuple[str, ...],
     wait_seconds: int,
     repo: str | None,
+    as_json: bool,
 ) -> None:
     """Connect to a workspace with ssh, or run COMMAND there.
 
     Without ID it picks a running workspace, else the newest one, else
-    creates one. Exits with the remote command's exit code.
+    creates one. Waits until SSH is ready, then runs the stock `ssh` client
+    and exits with its exit code (the remote command's).
     """
     command = click.get_current_context().meta.get("jjhub.remote_command", command)
     full_name = repository(repo)
@@ -238,6 +247,12 @@ def ssh(
                     chosen, _ = api.create_workspace(full_name)
                 info(f"Created workspace {chosen['name']} ({chosen['id']})")
             workspace_id = chosen["id"]
+        if as_json and not command:
+            info_, _ = wait_ssh_ready(
+                api, full_name, workspace_id, Deadline(wait_seconds)
+            )
+            emit_json(info_)
+            return
         code = connect(api, full_name, workspace_id, command, wait_seconds)
     raise SystemExit(code)
 

@@ -2,60 +2,25 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
 import pytest
-import uvicorn
 
-from jjhub.api.app import create_app
-from jjhub.config import Settings
-from jjhub.forge import accounts, repos
-from jjhub.services import Services
-from jjhub.store.db import open_database
+from tests.support.forge_api import serve_forge_api
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    """The API served by uvicorn on a fresh database; no workspaces needed."""
-    data_dir: Path = tmp_path_factory.mktemp("issues")
-    db = open_database(data_dir)
-    settings = Settings(data_dir=data_dir, rate_limit_per_minute=10_000)
-    workspaces = SimpleNamespace(runtime=SimpleNamespace(name="none"))
-    app = create_app(Services(settings, db, workspaces))  # type: ignore[arg-type]
-    with db.session() as session:
-        alice = accounts.create_user(session, "alice")
-        bob = accounts.create_user(session, "bob")
-        tokens = {
-            "alice": accounts.create_token(session, alice),
-            "bob": accounts.create_token(session, bob),
-        }
-        repos.create_repository(session, alice, "one")
-        repos.create_repository(session, alice, "two")
-        repos.create_repository(session, bob, "private")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "the API server thread died"
-        time.sleep(0.02)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+    """The API on a fresh database, users alice and bob, three repositories."""
+    with serve_forge_api(tmp_path_factory.mktemp("issues")) as forge:
+        tokens = {name: forge.create_user(name) for name in ("alice", "bob")}
+        forge.create_repo("alice", "one")
+        forge.create_repo("alice", "two")
+        forge.create_repo("bob", "private")
+        with httpx.Client(base_url=forge.url) as client:
             yield SimpleNamespace(client=client, tokens=tokens)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        db.dispose()
 
 
 def _headers(api: SimpleNamespace, user: str = "alice") -> dict[str, str]:
