@@ -17,6 +17,7 @@ the disk can) and boot fresh processes on it, so they keep files only.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import json
 import logging
@@ -84,11 +85,8 @@ class RuncRuntime:
         self.network = HostNetwork(network_cidr, self.data_dir / "network")
         tag = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:8]
         self.cgroup_parent = f"jjhub-{tag}"
-
-    @property
-    def host_address(self) -> str:
-        """The host as seen from inside machines (the bridge's address)."""
-        return self.gateway_address
+        # The Runtime protocol's name for the gateway: where the host is.
+        self.host_address: str | None = str(self.network.gateway)
 
     @property
     def gateway_address(self) -> str:
@@ -112,7 +110,7 @@ class RuncRuntime:
         try:
             machine.mkdir(parents=True, mode=0o711)
             if snapshot_id is None:
-                lower = await ensure_shifted_rootfs(self.image_dir, UID_OFFSET)
+                lower = str(await ensure_shifted_rootfs(self.image_dir, UID_OFFSET))
                 _make_upper(machine / "upper")
             else:
                 lower = self._snapshot_lower(snapshot_id)
@@ -198,7 +196,7 @@ class RuncRuntime:
             machine_id, status, pid if status != MachineState.STOPPED else None
         )
 
-    async def list(self) -> list[MachineInfo]:
+    async def list(self) -> builtins.list[MachineInfo]:
         """Every machine with a directory or a container, by id."""
         known: dict[str, MachineInfo] = {}
         if self.runc_root.exists():
@@ -214,7 +212,9 @@ class RuncRuntime:
 
     # Copies
 
-    async def fork(self, machine_id: str, new_specs: list[MachineSpec]) -> None:
+    async def fork(
+        self, machine_id: str, new_specs: builtins.list[MachineSpec]
+    ) -> None:
         """Copy the source's upper dir once while frozen, then boot the copies.
 
         The first copy is taken from the frozen source; the others are copied
@@ -228,7 +228,7 @@ class RuncRuntime:
             if self._dir(spec.machine_id).exists():
                 raise RuntimeFailure(f"machine {spec.machine_id} already exists")
         started = time.monotonic()
-        made: list[str] = []
+        made: builtins.list[str] = []
         try:
             for spec in new_specs:
                 self._dir(spec.machine_id).mkdir(parents=True, mode=0o711)
@@ -314,7 +314,7 @@ class RuncRuntime:
     async def exec(
         self,
         machine_id: str,
-        argv: list[str],
+        argv: builtins.list[str],
         user: str = "root",
         timeout: float | None = None,
     ) -> ExecResult:
@@ -510,7 +510,7 @@ class RuncRuntime:
     async def _spawn(
         self,
         machine_id: str,
-        argv: list[str],
+        argv: builtins.list[str],
         user: str,
         stdin: int,
         stderr: int = asyncio.subprocess.PIPE,
