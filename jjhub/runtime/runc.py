@@ -104,11 +104,11 @@ class RuncRuntime:
     async def create(self, spec: MachineSpec, snapshot_id: str | None = None) -> None:
         _check_spec(spec)
         machine = self._dir(spec.machine_id)
-        if machine.exists():
-            raise RuntimeFailure(f"machine {spec.machine_id} already exists")
         started = time.monotonic()
+        # Claimed before the try: a failure must never remove another
+        # create's machine of the same id.
+        _claim_dir(machine, f"machine {spec.machine_id}")
         try:
-            machine.mkdir(parents=True, mode=0o711)
             if snapshot_id is None:
                 lower = str(await ensure_shifted_rootfs(self.image_dir, UID_OFFSET))
                 _make_upper(machine / "upper")
@@ -223,15 +223,16 @@ class RuncRuntime:
         """
         source = self._existing_dir(machine_id)
         lower = _read_json(source / "machine.json")["lower"]
+        ids = [spec.machine_id for spec in new_specs]
+        if not new_specs or len(set(ids)) != len(ids) or machine_id in ids:
+            raise RuntimeFailure(f"fork needs distinct new machine ids, got {ids}")
         for spec in new_specs:
             _check_spec(spec)
-            if self._dir(spec.machine_id).exists():
-                raise RuntimeFailure(f"machine {spec.machine_id} already exists")
         started = time.monotonic()
         made: builtins.list[str] = []
         try:
             for spec in new_specs:
-                self._dir(spec.machine_id).mkdir(parents=True, mode=0o711)
+                _claim_dir(self._dir(spec.machine_id), f"machine {spec.machine_id}")
                 made.append(spec.machine_id)
                 _write_json(
                     self._dir(spec.machine_id) / "machine.json",
@@ -247,8 +248,12 @@ class RuncRuntime:
             )
             await _gather_all(self._boot(spec) for spec in new_specs)
         except BaseException as exc:
+            log.warning(
+                "fork failed, removing its copies %s",
+                kv(machine=machine_id, forks=",".join(made), error=exc),
+            )
             for new_id in made:
-                await self._destroy(new_id)
+                await asyncio.shield(self._destroy(new_id))
             if _passes_through(exc):
                 raise
             raise RuntimeFailure(f"forking machine {machine_id} failed: {exc}") from exc
@@ -268,11 +273,9 @@ class RuncRuntime:
         if not _ID.match(snapshot_id):
             raise RuntimeFailure(f"invalid snapshot id {snapshot_id!r}")
         target = self._snapshot_dir(snapshot_id)
-        if target.exists():
-            raise RuntimeFailure(f"snapshot {snapshot_id} already exists")
         started = time.monotonic()
+        _claim_dir(target, f"snapshot {snapshot_id}", mode=0o700)
         try:
-            target.mkdir(parents=True, mode=0o700)
             frozen_ms = await self._copy_frozen(machine_id, target / "upper")
             meta = {
                 "snapshot_id": snapshot_id,
@@ -567,6 +570,15 @@ def _exec_user(user: str) -> ExecUser:
         raise RuntimeFailure(f"unknown user {user!r}; use root, developer or uid:gid")
     uid, gid = int(match[1]), int(match[2])
     return ExecUser(uid, gid, "/", user)
+
+
+def _claim_dir(path: Path, what: str, mode: int = 0o711) -> None:
+    """Make a new directory, failing if it exists (atomic, unlike a check)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=mode)
+    except FileExistsError:
+        raise RuntimeFailure(f"{what} already exists") from None
 
 
 def _make_upper(upper: Path) -> None:

@@ -312,6 +312,18 @@ async def test_inspect_of_unknown_machine_is_missing(
     await runtime.delete("no-such-machine")  # not an error
 
 
+async def test_create_of_an_existing_id_leaves_the_machine_alone(
+    shared: tuple[RuncRuntime, str],
+) -> None:
+    runtime, machine_id = shared
+    with pytest.raises(RuntimeFailure, match="already exists"):
+        await runtime.create(_spec(machine_id))
+    with pytest.raises(RuntimeFailure, match="distinct"):
+        await runtime.fork(machine_id, [_spec(machine_id)])
+    assert (await runtime.inspect(machine_id)).state == MachineState.RUNNING
+    assert await sh(runtime, machine_id, "hostname") == f"{machine_id}\n"
+
+
 # Fork and snapshot
 
 
