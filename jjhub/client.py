@@ -8,14 +8,16 @@ with the server's own message; a server that cannot be reached raises
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
 
 JSON = dict[str, Any]
+RATE_LIMIT_RETRIES = 3
 
 
 class ClientError(Exception):
@@ -120,28 +122,30 @@ class Client:
         params: dict[str, Any] | None = None,
     ) -> Any:
         """One call; the decoded body, or None for an empty answer."""
-        try:
-            response = self._http.request(
-                method,
-                path,
-                json=body if body is not None or method == "GET" else {},
-                params={k: v for k, v in (params or {}).items() if v is not None},
-            )
-        except httpx.TransportError as error:
-            raise Unreachable(self.base_url, _reason(error)) from error
-        if response.status_code >= 400:
-            raise _error_from(response)
-        if not response.content:
-            return None
-        return response.json()
+        return self.request_with_status(method, path, body=body, params=params)[1]
 
     def request_with_status(
-        self, method: str, path: str, body: JSON | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        body: JSON | None = None,
+        params: dict[str, Any] | None = None,
     ) -> tuple[int, Any]:
-        try:
-            response = self._http.request(method, path, json=body or {})
-        except httpx.TransportError as error:
-            raise Unreachable(self.base_url, _reason(error)) from error
+        """The status and decoded body; waits out a rate limit a few times."""
+        for attempt in range(RATE_LIMIT_RETRIES + 1):
+            try:
+                response = self._http.request(
+                    method,
+                    path,
+                    json=body if body is not None or method == "GET" else {},
+                    params={k: v for k, v in (params or {}).items() if v is not None},
+                )
+            except httpx.TransportError as error:
+                raise Unreachable(self.base_url, _reason(error)) from error
+            if response.status_code != 429 or attempt == RATE_LIMIT_RETRIES:
+                break
+            time.sleep(_retry_after(response))
         if response.status_code >= 400:
             raise _error_from(response)
         return response.status_code, response.json() if response.content else None
@@ -149,7 +153,7 @@ class Client:
     # -- users and repositories ------------------------------------------------
 
     def current_user(self) -> JSON:
-        return self.request("GET", "/api/user")  # type: ignore[no-any-return]
+        return self._obj("GET", "/api/user")
 
     def create_repo(
         self,
@@ -163,13 +167,13 @@ class Client:
         if clone_url:
             body["clone_url"] = clone_url
         path = f"/api/orgs/{quote(org, safe='')}/repos" if org else "/api/user/repos"
-        return self.request("POST", path, body=body)  # type: ignore[no-any-return]
+        return self._obj("POST", path, body=body)
 
     def get_repo(self, repo: str) -> JSON:
-        return self.request("GET", _repo_path(repo))  # type: ignore[no-any-return]
+        return self._obj("GET", _repo_path(repo))
 
     def list_repos(self) -> list[JSON]:
-        return self.request("GET", "/api/user/repos")  # type: ignore[no-any-return]
+        return cast(list[JSON], self.request("GET", "/api/user/repos"))
 
     # -- workspaces ------------------------------------------------------------
 
@@ -193,7 +197,7 @@ class Client:
         }
         body = {k: v for k, v in fields.items() if v is not None}
         status, workspace = self.request_with_status(
-            "POST", f"{_repo_path(repo)}/workspaces", body
+            "POST", f"{_repo_path(repo)}/workspaces", body=body
         )
         return workspace, status == 201
 
@@ -201,13 +205,13 @@ class Client:
         return self._all(f"{_repo_path(repo)}/workspaces", limit)
 
     def get_workspace(self, repo: str, workspace_id: str) -> JSON:
-        return self.request("GET", self._ws(repo, workspace_id))  # type: ignore[no-any-return]
+        return self._obj("GET", self._ws(repo, workspace_id))
 
     def delete_workspace(self, repo: str, workspace_id: str) -> None:
         self.request("DELETE", self._ws(repo, workspace_id))
 
     def ssh_info(self, repo: str, workspace_id: str) -> JSON:
-        return self.request("GET", f"{self._ws(repo, workspace_id)}/ssh")  # type: ignore[no-any-return]
+        return self._obj("GET", f"{self._ws(repo, workspace_id)}/ssh")
 
     def suspend_workspace(self, repo: str, workspace_id: str) -> JSON:
         return self._action(repo, workspace_id, "suspend")
@@ -237,9 +241,7 @@ class Client:
         self, repo: str, workspace_id: str, *, name: str | None = None
     ) -> JSON:
         body = {"name": name} if name else {}
-        return self.request(  # type: ignore[no-any-return]
-            "POST", f"{self._ws(repo, workspace_id)}/snapshot", body=body
-        )
+        return self._obj("POST", f"{self._ws(repo, workspace_id)}/snapshot", body=body)
 
     def list_snapshots(
         self, repo: str, *, workspace_id: str | None = None, limit: int = 100
@@ -252,7 +254,7 @@ class Client:
 
     def get_snapshot(self, repo: str, snapshot_id: str) -> JSON:
         path = f"{_repo_path(repo)}/workspace-snapshots/{quote(snapshot_id, safe='')}"
-        return self.request("GET", path)  # type: ignore[no-any-return]
+        return self._obj("GET", path)
 
     def delete_snapshot(self, repo: str, snapshot_id: str) -> None:
         path = f"{_repo_path(repo)}/workspace-snapshots/{quote(snapshot_id, safe='')}"
@@ -282,12 +284,10 @@ class Client:
         self, repo: str, title: str, body: str = "", labels: list[str] | None = None
     ) -> JSON:
         payload: JSON = {"title": title, "body": body, "labels": labels or []}
-        return self.request(  # type: ignore[no-any-return]
-            "POST", f"{_repo_path(repo)}/issues", body=payload
-        )
+        return self._obj("POST", f"{_repo_path(repo)}/issues", body=payload)
 
     def get_issue(self, repo: str, number: int) -> JSON:
-        return self.request("GET", f"{_repo_path(repo)}/issues/{number}")  # type: ignore[no-any-return]
+        return self._obj("GET", f"{_repo_path(repo)}/issues/{number}")
 
     def list_issues(
         self, repo: str, *, state: str | None = None, limit: int = 100
@@ -311,12 +311,10 @@ class Client:
             "change_ids": change_ids or [],
             "draft": draft,
         }
-        return self.request(  # type: ignore[no-any-return]
-            "POST", f"{_repo_path(repo)}/landings", body=payload
-        )
+        return self._obj("POST", f"{_repo_path(repo)}/landings", body=payload)
 
     def get_landing(self, repo: str, number: int) -> JSON:
-        return self.request("GET", f"{_repo_path(repo)}/landings/{number}")  # type: ignore[no-any-return]
+        return self._obj("GET", f"{_repo_path(repo)}/landings/{number}")
 
     def list_landings(
         self, repo: str, *, state: str | None = None, limit: int = 100
@@ -325,13 +323,15 @@ class Client:
 
     # -- helpers ---------------------------------------------------------------
 
+    def _obj(self, method: str, path: str, *, body: JSON | None = None) -> JSON:
+        """A call that answers with one JSON object."""
+        return cast(JSON, self.request(method, path, body=body))
+
     def _ws(self, repo: str, workspace_id: str) -> str:
         return f"{_repo_path(repo)}/workspaces/{quote(workspace_id, safe='')}"
 
     def _action(self, repo: str, workspace_id: str, action: str) -> JSON:
-        return self.request(  # type: ignore[no-any-return]
-            "POST", f"{self._ws(repo, workspace_id)}/{action}", body={}
-        )
+        return self._obj("POST", f"{self._ws(repo, workspace_id)}/{action}", body={})
 
     def _all(
         self, path: str, limit: int, params: dict[str, Any] | None = None
@@ -352,7 +352,8 @@ class Client:
 
 def parse_events(lines: Iterator[str]) -> Iterator[Event]:
     """Server-sent events from text lines; comments (keep-alives) are skipped."""
-    event_id, name, data = "", "message", []
+    event_id, name = "", "message"
+    data: list[str] = []
     for line in lines:
         if line == "":
             if data:
@@ -375,6 +376,14 @@ def parse_events(lines: Iterator[str]) -> Iterator[Event]:
             name = value
         elif field == "data":
             data.append(value)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        seconds = float(response.headers.get("Retry-After", "1"))
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.5), 30.0)
 
 
 def _reason(error: httpx.TransportError) -> str:

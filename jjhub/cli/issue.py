@@ -44,7 +44,9 @@ def create(
     if as_json:
         emit_json(created)
     else:
-        info(f"Created issue #{created['number']} in {full_name}: {created['title']}")
+        click.echo(
+            f"Created issue #{created['number']} in {full_name}: {created['title']}"
+        )
 
 
 @issue.command()

@@ -68,7 +68,9 @@ def create(
         emit_json(created)
     else:
         kind = "draft landing request" if created["draft"] else "landing request"
-        info(f"Created {kind} #{created['number']} onto {target}: {created['title']}")
+        click.echo(
+            f"Created {kind} #{created['number']} onto {target}: {created['title']}"
+        )
 
 
 @land.command()

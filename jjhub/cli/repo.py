@@ -41,7 +41,7 @@ def create(
     if as_json:
         emit_json(created)
     else:
-        info(f"Created repository {created['full_name']}")
+        click.echo(f"Created repository {created['full_name']}")
 
 
 @repo.command()

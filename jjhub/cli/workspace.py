@@ -7,6 +7,7 @@ Connecting (`ssh`), following events (`watch`) and starting work on an issue
 from __future__ import annotations
 
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,8 +24,10 @@ from jjhub.cli.output import (
     status_text,
     table,
 )
+from jjhub.client import Client
 
 SIZES = ("small", "medium", "large")
+STARTING = ("pending", "starting")
 PERSISTENCE = ("ephemeral", "sticky", "persistent")
 
 
@@ -124,12 +127,23 @@ def create(
             persistence=persistence,
             idle_timeout_seconds=idle_timeout,
         )
+        if ws["status"] in STARTING:
+            ws = wait_started(api, full_name, ws["id"])
     if as_json:
         emit_json(ws)
         return
     verb = "Created" if created else "Resumed your primary"
-    info(f"{verb} workspace {ws['name']} ({ws['id']}), {ws['status']}")
+    click.echo(f"{verb} workspace {ws['name']} ({ws['id']}), {ws['status']}")
     info(f"Connect with: jjhub workspace ssh {ws['id']} -R {full_name}")
+
+
+def wait_started(api: Client, repo: str, workspace_id: str) -> dict[str, Any]:
+    """Poll until the workspace leaves `pending`/`starting` (it may fail)."""
+    while True:
+        ws = api.get_workspace(repo, workspace_id)
+        if ws["status"] not in STARTING:
+            return ws
+        time.sleep(2.0)
 
 
 @workspace.command("list")
@@ -211,7 +225,7 @@ def delete(workspace_id: str, yes: bool, repo: str | None, as_json: bool) -> Non
     if as_json:
         emit_json({"status": "deleted", "id": workspace_id})
     else:
-        info(f"Deleted workspace {workspace_id}")
+        click.echo(f"Deleted workspace {workspace_id}")
 
 
 def _action(name: str, verb: str, doc: str) -> click.Command:
@@ -225,7 +239,7 @@ def _action(name: str, verb: str, doc: str) -> click.Command:
         if as_json:
             emit_json(ws)
         else:
-            info(f"Workspace {ws['id']} is {ws['status']}")
+            click.echo(f"Workspace {ws['id']} is {status_text(ws['status'])}")
 
     command.__doc__ = doc
     return workspace.command(name)(command)
@@ -280,7 +294,7 @@ def snapshot(
     if as_json:
         emit_json(snap)
     else:
-        info(f"Created snapshot {snap['name']} ({snap['id']})")
+        click.echo(f"Created snapshot {snap['name']} ({snap['id']})")
         info(f"Restore with: jjhub workspace create --snapshot {snap['id']}")
 
 

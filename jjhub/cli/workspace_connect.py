@@ -97,7 +97,7 @@ def wait_ssh_ready(
                     "check `jjhub workspace view`"
                 )
             spinner.update(f"Waiting for the workspace ({status})")
-            time.sleep(1.0)
+            time.sleep(1.5)
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -184,7 +184,7 @@ def connect(
                         f"SSH to workspace {workspace_id} did not succeed within "
                         f"{wait_seconds:.0f}s; try `jjhub workspace ssh` again"
                     )
-                time.sleep(1.0)
+                time.sleep(1.5)
                 info_ = api.ssh_info(repo, workspace_id)
                 destination_only = ssh_argv(info_, ())
     return run_ssh(ssh_argv(info_, command))

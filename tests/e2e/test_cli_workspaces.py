@@ -330,6 +330,22 @@ def test_workspace_issue_again_resumes_and_connects(carol: Cli) -> None:
     assert [d["number"] for d in drafts] == [first["landing_request"]["number"]]
 
 
+def test_workspace_issue_beside_a_primary_gets_its_own_workspace(
+    alice: Cli, primary: dict
+) -> None:
+    """The server answers a create with the live primary; the CLI forks it."""
+    repo = ["-R", "alice/app"]
+    issue = alice.json("issue", "create", "-t", "Docs typo", *repo)
+
+    made = alice.json("workspace", "issue", str(issue["number"]), "--no-connect", *repo)
+
+    ws = made["workspace"]
+    assert ws["name"] == f"issue-{issue['number']}"
+    assert ws["id"] != primary["id"]
+    assert ws["parent_workspace_id"] == primary["id"]
+    alice.json("workspace", "delete", ws["id"], "--yes", *repo)
+
+
 def test_workspace_issue_of_a_missing_issue_fails(carol: Cli) -> None:
     done = carol.run("workspace", "issue", "999", "--no-connect", "-R", "carol/app")
 

@@ -42,7 +42,7 @@ def list_landings(
     db: DB,
     state: str | None = "open",
 ) -> list[LandingOut]:
-    """Landing requests newest first; `state` is open (default), closed, merged or all."""
+    """Landing requests newest first; `state`: open (default), closed, merged, all."""
     page = page_from(request)
     wanted = check_state_filter(state, STATES, "LandingRequest")
     rows, total = landings.list_landings(
