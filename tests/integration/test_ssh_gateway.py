@@ -1,0 +1,384 @@
+"""The SSH gateway with the stock OpenSSH client, against real runc workspaces."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.server
+import os
+import shlex
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import asyncssh
+import httpx
+import pytest
+
+from tests.support.server import JJHubServer, free_port
+
+OPTIONS = [
+    "-F", "/dev/null",
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "BatchMode=yes",
+    "-o", "LogLevel=ERROR",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(xfs_root: Path) -> Iterator[JJHubServer]:
+    data_dir = xfs_root / "ssh-gateway"
+    data_dir.mkdir()
+    srv = JJHubServer(data_dir).start()
+    yield srv
+    srv.stop()
+    if os.environ.get("JJHUB_KEEP_LOG"):
+        Path(os.environ["JJHUB_KEEP_LOG"]).write_text(srv.log_path.read_text())
+    srv.cleanup_machines()
+
+
+@pytest.fixture(scope="module")
+def api(server: JJHubServer) -> Iterator[httpx.Client]:
+    token = server.create_user("sshuser")
+    with server.client(token) as client:
+        assert client.post("/api/user/repos", json={"name": "app"}).status_code == 201
+        yield client
+
+
+def create_workspace(api: httpx.Client, repo: str) -> dict:
+    """A new workspace, in a repository of its own (one primary per repository)."""
+    if repo != "app":
+        assert api.post("/api/user/repos", json={"name": repo}).status_code == 201
+    response = api.post(f"/api/repos/sshuser/{repo}/workspaces", json={})
+    assert response.status_code == 201, response.text
+    return {**response.json(), "repo": repo}
+
+
+def workspace_url(workspace: dict) -> str:
+    return f"/api/repos/sshuser/{workspace['repo']}/workspaces/{workspace['id']}"
+
+
+@pytest.fixture(scope="module")
+def workspace(api: httpx.Client) -> dict:
+    return create_workspace(api, "app")
+
+
+@pytest.fixture(scope="module")
+def other(api: httpx.Client) -> dict:
+    return create_workspace(api, "other")
+
+
+def ssh_info(api: httpx.Client, workspace: dict) -> dict:
+    response = api.get(f"{workspace_url(workspace)}/ssh")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def ssh_argv(info: dict, *extra: str) -> list[str]:
+    """The API's `command`, with options that keep tests off ~/.ssh."""
+    argv = shlex.split(info["command"])
+    assert argv[0] == "ssh"
+    return ["ssh", *OPTIONS, *extra, *argv[1:]]
+
+
+def destination(info: dict) -> tuple[str, str]:
+    """(port, user@host) from the API's `command`."""
+    argv = shlex.split(info["command"])
+    return argv[argv.index("-p") + 1], argv[-1]
+
+
+def copy_argv(tool: str, info: dict) -> tuple[list[str], str]:
+    """scp or sftp options and the host to name in paths.
+
+    scp and sftp split `user:token@host:path` at the first colon, so the
+    username goes in `-o User=` and paths name the host alone.
+    """
+    port, dest = destination(info)
+    user, _, host = dest.rpartition("@")
+    return [tool, *OPTIONS, "-P", port, "-o", f"User={user}"], host
+
+
+def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, **kwargs)  # type: ignore[call-overload]
+
+
+def ssh(info: dict, command: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run([*ssh_argv(info, *extra), command])
+
+
+def test_the_command_from_the_api_runs_echo(api, workspace):
+    info = ssh_info(api, workspace)
+    assert info["command"].startswith("ssh -p ")
+    result = ssh(info, "echo hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hi\n"
+
+
+def test_commands_run_as_the_linux_user_in_the_home_directory(api, workspace):
+    result = ssh(ssh_info(api, workspace), "id -un; pwd")
+    assert result.stdout.split() == ["developer", "/home/developer"]
+
+
+def test_exit_status_and_stderr_come_back(api, workspace):
+    result = ssh(ssh_info(api, workspace), "echo out; echo oops >&2; exit 7")
+    assert result.returncode == 7
+    assert result.stdout == "out\n"
+    assert "oops" in result.stderr
+
+
+def test_stdin_reaches_the_command_and_eof_ends_it(api, workspace):
+    argv = [*ssh_argv(ssh_info(api, workspace)), "wc -c"]
+    result = run(argv, input="x" * 100_000)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "100000"
+
+
+def test_a_pty_carries_the_terminal_type_and_size(api, workspace):
+    argv = [*ssh_argv(ssh_info(api, workspace), "-tt"), "tty; echo $TERM; stty size"]
+    result = run(argv, env={**os.environ, "TERM": "xterm-256color"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.replace("\r", "").splitlines()
+    assert lines[0].startswith("/dev/pts/")
+    assert lines[1] == "xterm-256color"
+
+
+def test_scp_of_50_mb_both_ways_is_byte_identical(api, workspace, tmp_path):
+    source = tmp_path / "up.bin"
+    source.write_bytes(os.urandom(50 * 1024 * 1024))
+    scp, host = copy_argv("scp", ssh_info(api, workspace))
+    up = run([*scp, str(source), f"{host}:big.bin"])
+    assert up.returncode == 0, up.stderr
+    remote = ssh(ssh_info(api, workspace), "sha256sum big.bin")
+    assert remote.stdout.split()[0] == hashlib.sha256(source.read_bytes()).hexdigest()
+
+    back = tmp_path / "down.bin"
+    scp, host = copy_argv("scp", ssh_info(api, workspace))
+    down = run([*scp, "-O", f"{host}:big.bin", str(back)])  # legacy scp: exec path
+    assert down.returncode == 0, down.stderr
+    assert back.read_bytes() == source.read_bytes()
+
+
+def test_sftp_lists_the_home_directory(api, workspace):
+    ssh(ssh_info(api, workspace), "touch listed-by-sftp")
+    sftp, host = copy_argv("sftp", ssh_info(api, workspace))
+    result = run([*sftp, "-b", "-", host], input="ls -a\n")
+    assert result.returncode == 0, result.stderr
+    assert "listed-by-sftp" in result.stdout
+
+
+def test_a_web_server_inside_answers_through_a_local_forward(api, workspace):
+    inside = 8123
+    started = ssh(
+        ssh_info(api, workspace),
+        "mkdir -p www && echo forwarded > www/index.html; "
+        f"(cd www && exec python3 -m http.server {inside} --bind 127.0.0.1) "
+        ">/dev/null 2>&1 </dev/null &",
+    )
+    assert started.returncode == 0, started.stderr
+    local = free_port()
+    argv = ssh_argv(
+        ssh_info(api, workspace),
+        "-N",
+        "-o", "ExitOnForwardFailure=yes",
+        "-L", f"127.0.0.1:{local}:127.0.0.1:{inside}",
+    )  # fmt: skip
+    tunnel = subprocess.Popen(argv, stderr=subprocess.PIPE)
+    try:
+        body = None
+        for _ in range(100):
+            try:
+                body = httpx.get(f"http://127.0.0.1:{local}/", timeout=5).text
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert body == "forwarded\n"
+    finally:
+        tunnel.terminate()
+        tunnel.wait(timeout=10)
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"from the host\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_remote_forward_reaches_the_client_side(api, workspace):
+    host_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=host_server.serve_forever, daemon=True).start()
+    try:
+        host_port = host_server.server_address[1]
+        fetch = (
+            'python3 -c "import urllib.request;'
+            "print(urllib.request.urlopen('http://127.0.0.1:9124/').read().decode())\""
+        )
+        result = ssh(
+            ssh_info(api, workspace),
+            fetch,
+            "-o", "ExitOnForwardFailure=yes",
+            "-R", f"127.0.0.1:9124:127.0.0.1:{host_port}",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "from the host"
+    finally:
+        host_server.shutdown()
+
+
+def test_twenty_parallel_sessions_all_succeed(api, workspace):
+    infos = [ssh_info(api, workspace) for _ in range(20)]
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda i: ssh(i[1], f"echo n{i[0]}"), enumerate(infos)))
+    for n, result in enumerate(results):
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"n{n}\n"
+
+
+async def _asyncssh_run(info: dict, **auth: object) -> str:
+    port, dest = destination(info)
+    user, _, host = dest.rpartition("@")
+    async with asyncssh.connect(
+        host,
+        int(port),
+        username=user.partition(":")[0],
+        known_hosts=None,
+        client_keys=None,
+        agent_path=None,
+        config=None,
+        **auth,  # type: ignore[arg-type]
+    ) as conn:
+        result = await conn.run("echo via-$0", check=True)
+        return str(result.stdout)
+
+
+def test_the_token_works_as_a_password(api, workspace):
+    info = ssh_info(api, workspace)
+    out = asyncio.run(
+        _asyncssh_run(info, password=info["access_token"], preferred_auth="password")
+    )
+    assert out.startswith("via-")
+
+
+class _Answers(asyncssh.SSHClient):
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.prompts: list[str] = []
+
+    def kbdint_auth_requested(self) -> str:
+        return ""
+
+    def kbdint_challenge_received(self, name, instructions, lang, prompts):  # type: ignore[no-untyped-def]
+        self.prompts += [prompt for prompt, _ in prompts]
+        return [self.token for _ in prompts]
+
+
+def test_the_token_works_as_a_keyboard_interactive_answer(api, workspace):
+    info = ssh_info(api, workspace)
+    client = _Answers(info["access_token"])
+    out = asyncio.run(
+        _asyncssh_run(
+            info,
+            client_factory=lambda: client,
+            preferred_auth="keyboard-interactive",
+        )
+    )
+    assert out.startswith("via-")
+    assert client.prompts == ["Password (workspace access token): "]
+
+
+def test_a_wrong_password_is_refused(api, workspace):
+    info = ssh_info(api, workspace)
+    with pytest.raises(asyncssh.PermissionDenied):
+        asyncio.run(_asyncssh_run(info, password="ws_" + "0" * 48))
+
+
+def test_a_suspended_workspace_wakes_on_connect(api):
+    ws = create_workspace(api, "sleepy")
+    base = workspace_url(ws)
+    assert api.post(f"{base}/suspend").json()["status"] == "suspended"
+    result = ssh(ssh_info(api, ws), "echo awake")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "awake\n"
+    assert api.get(base).json()["status"] == "running"
+
+
+def _refusal(info: dict, username: str) -> str:
+    port, dest = destination(info)
+    host = dest.rpartition("@")[2]
+    argv = ["ssh", *OPTIONS, "-p", port, f"{username}@{host}", "echo leaked"]
+    result = run(argv)
+    assert result.returncode == 255
+    assert "leaked" not in result.stdout
+    # OpenSSH prefixes the message with the username it tried; drop that.
+    return result.stderr.replace(f"{username}@{host}: ", "").strip()
+
+
+def test_bad_tokens_are_refused_with_one_answer(server, api, workspace, other):
+    good = ssh_info(api, workspace)
+    machine = workspace["freestyle_vm_id"]
+
+    expired = ssh_info(api, workspace)
+    digest = hashlib.sha256(expired["access_token"].encode()).hexdigest()
+    with sqlite3.connect(server.data_dir / "jjhub.db") as db:
+        db.execute(
+            "UPDATE ssh_access_tokens SET expires_at = '2000-01-01 00:00:00' "
+            "WHERE token_hash = ?",
+            (digest,),
+        )
+
+    doomed = create_workspace(api, "doomed")
+    revoked = ssh_info(api, doomed)
+    assert api.delete(workspace_url(doomed)).status_code == 204
+
+    foreign = ssh_info(api, other)
+    cases = {
+        "expired": f"{machine}+developer:{expired['access_token']}",
+        "revoked": f"{doomed['freestyle_vm_id']}+developer:{revoked['access_token']}",
+        "foreign": f"{machine}+developer:{foreign['access_token']}",
+        "malformed": f"{machine}+developer:not-a-token",
+        "wrong user": f"{machine}+root:{good['access_token']}",
+        "unknown machine": f"vm_doesnotexist+developer:{good['access_token']}",
+        "no token": f"{machine}+developer",
+        "not ours": "root",
+    }
+    answers = {case: _refusal(good, name) for case, name in cases.items()}
+    assert len(set(answers.values())) == 1, answers
+    assert "Permission denied" in next(iter(answers.values()))
+
+    log = server.log_path.read_text()
+    for info in (good, expired, revoked, foreign):
+        assert info["access_token"] not in log
+    for reason in ("token expired", "token revoked", "another workspace"):
+        assert reason in log
+
+
+def test_a_failed_workspace_is_refused_with_a_reason(server, api):
+    ws = create_workspace(api, "broken")
+    info = ssh_info(api, ws)
+    with sqlite3.connect(server.data_dir / "jjhub.db") as db:
+        db.execute("UPDATE workspaces SET status = 'failed' WHERE id = ?", (ws["id"],))
+    result = ssh(info, "echo should-not-run")
+    assert result.returncode == 255
+    assert "should-not-run" not in result.stdout
+    assert "failed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_connections_are_logged_without_tokens(server, api, workspace):
+    info = ssh_info(api, workspace)
+    assert ssh(info, "true").returncode == 0
+    log = server.log_path.read_text()
+    assert f"machine={workspace['freestyle_vm_id']}" in log
+    assert "ssh connection opened" in log
+    assert "ssh connection closed" in log
+    assert info["access_token"] not in log
