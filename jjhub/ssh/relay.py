@@ -246,9 +246,8 @@ class MachineSession(asyncssh.SSHClientSession[bytes]):
             self._touch(len(data), True)
 
     def eof_received(self) -> bool:
-        chan = self._chan()
-        if chan is not None:
-            chan.write_eof()
+        # Held until the channel closes: a client that has sent its own EOF
+        # closes on ours, and would never see the exit status that follows.
         return True
 
     def pause_writing(self) -> None:
@@ -274,6 +273,7 @@ class MachineSession(asyncssh.SSHClientSession[bytes]):
         self._client = None
         if chan is None:
             return
+        chan.write_eof()
         if self._signal is not None:
             chan.exit_with_signal(*self._signal)
         elif self._status is not None:

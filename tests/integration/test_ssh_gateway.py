@@ -131,6 +131,29 @@ def test_exit_status_and_stderr_come_back(api, workspace):
     assert "oops" in result.stderr
 
 
+def test_many_sessions_on_one_connection_each_report_their_exit_status(
+    api, workspace, tmp_path
+):
+    """OpenSSH multiplexing: a client that closes right after EOF still gets it."""
+    control = tmp_path / "ctl"
+    master_argv = ssh_argv(
+        ssh_info(api, workspace), "-M", "-S", str(control), "-N",
+        "-o", "ControlPersist=no",
+    )  # fmt: skip
+    master = subprocess.Popen(master_argv, stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):
+            if control.exists():
+                break
+            time.sleep(0.1)
+        mux = ssh_argv(ssh_info(api, workspace), "-S", str(control))
+        codes = [run([*mux, f"echo {n}; exit {n % 4}"]).returncode for n in range(24)]
+        assert codes == [n % 4 for n in range(24)]
+    finally:
+        master.terminate()
+        master.wait(timeout=10)
+
+
 def test_stdin_reaches_the_command_and_eof_ends_it(api, workspace):
     argv = [*ssh_argv(ssh_info(api, workspace)), "wc -c"]
     result = run(argv, input="x" * 100_000)
