@@ -94,30 +94,32 @@ def direct_route(data_dir: Path, machine_id: str) -> Route:
     return Route("direct", options, machine_id)
 
 
-def throughput(route: Route, source: Path, scratch: Path, rounds: int) -> dict:
+def throughput(routes: list[Route], source: Path, scratch: Path, rounds: int) -> dict:
+    """scp up and down, the routes interleaved so background load hits both."""
     size = source.stat().st_size
-    up, down = [], []
+    times: dict[str, dict[str, list[float]]] = {
+        route.name: {"up": [], "down": []} for route in routes
+    }
     for n in range(rounds):
-        up.append(
-            timed(
-                scp_port_fix(route, route.scp(str(source), f"{route.host}:bench.bin"))
-            )
-        )
-        target = scratch / f"{route.name}-{n}.bin"
-        down.append(
-            timed(
-                scp_port_fix(route, route.scp(f"{route.host}:bench.bin", str(target)))
-            )
-        )
-        if target.stat().st_size != size:
-            raise RuntimeError("download came back short")
-        target.unlink()
+        for route in routes:
+            up = route.scp(str(source), f"{route.host}:bench.bin")
+            times[route.name]["up"].append(timed(scp_port_fix(route, up)))
+        for route in routes:
+            target = scratch / f"{route.name}-{n}.bin"
+            down = route.scp(f"{route.host}:bench.bin", str(target))
+            times[route.name]["down"].append(timed(scp_port_fix(route, down)))
+            if target.stat().st_size != size:
+                raise RuntimeError("download came back short")
+            target.unlink()
     mib = size / 2**20
     return {
-        "upload_seconds": up,
-        "download_seconds": down,
-        "upload_mib_s": round(mib / statistics.median(up), 1),
-        "download_mib_s": round(mib / statistics.median(down), 1),
+        name: {
+            "upload_seconds": [round(t, 3) for t in t_["up"]],
+            "download_seconds": [round(t, 3) for t in t_["down"]],
+            "upload_mib_s": round(mib / statistics.median(t_["up"]), 1),
+            "download_mib_s": round(mib / statistics.median(t_["down"]), 1),
+        }
+        for name, t_ in times.items()
     }
 
 
@@ -199,10 +201,11 @@ def main() -> None:
                 handle.write(os.urandom(2**20))
 
         results: dict = {}
+        scp = throughput([direct, gateway], source, scratch, args.rounds)
         for route in (direct, gateway):
             results[route.name] = {
                 "cipher": cipher(route),
-                "scp": throughput(route, source, scratch, args.rounds),
+                "scp": scp[route.name],
                 "exec_round_trip": round_trips(route, scratch, args.execs),
                 "connect": connects(route, 10),
             }
@@ -228,7 +231,11 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "openssh": run(["ssh", "-V"]).stderr.decode().strip(),
-            "note": "ratios are gateway / direct from this one run; medians of rounds",
+            "load_average": os.getloadavg(),
+            "note": (
+                "ratios are gateway / direct from this one run (medians of "
+                "interleaved rounds); the host is shared with other work"
+            ),
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
