@@ -29,6 +29,7 @@ MAGIC = b"\x00JJHUB1\x00"
 NONCE_SIZE = 8
 PORT_PREFIX = "org.jjhub.agent."
 IDLE_POLL_SECONDS = 0.1
+READY_MARKER = "JJHUB-AGENT-READY"
 CHUNK = 65536
 
 
@@ -109,8 +110,8 @@ class Port:
         self.write_all(struct.pack(">cI", kind, len(payload)) + payload)
 
 
-def serve_port(path):
-    port = Port(path)
+def serve_port(port):
+    path = port.path
     while True:
         try:
             if not port.host_connected():
@@ -263,17 +264,28 @@ def find_ports():
     return ports
 
 
+def announce_ready():
+    """Tell the host, through the serial console, that every port is open."""
+    try:
+        with open("/dev/ttyS0", "w") as console:
+            console.write(READY_MARKER + "\n")
+    except OSError as error:
+        log("cannot write the ready marker:", error)
+
+
 def main():
-    ports = []
+    paths = []
     for _ in range(300):
-        ports = find_ports() if os.path.isdir("/sys/class/virtio-ports") else []
-        if ports:
+        paths = find_ports() if os.path.isdir("/sys/class/virtio-ports") else []
+        if paths:
             break
         time.sleep(0.1)
-    log("serving", len(ports), "ports")
+    ports = [Port(path) for path in paths]
     threads = [threading.Thread(target=serve_port, args=(p,)) for p in ports]
     for thread in threads:
         thread.start()
+    log("serving", len(ports), "ports")
+    announce_ready()
     for thread in threads:
         thread.join()
 
