@@ -319,6 +319,35 @@ def test_the_token_works_as_a_keyboard_interactive_answer(api, workspace):
     assert client.prompts == ["Password (workspace access token): "]
 
 
+async def _asyncssh_signal(info: dict) -> tuple[object, object]:
+    port, dest = destination(info)
+    user, _, host = dest.rpartition("@")
+    async with asyncssh.connect(
+        host, int(port), username=user, known_hosts=None, client_keys=None,
+        agent_path=None, config=None,
+    ) as conn:  # fmt: skip
+        killed = await conn.run("kill -TERM $$")
+        env = await conn.run("echo $LC_JJHUB", env={"LC_JJHUB": "relayed"})
+        return killed.exit_signal, env.stdout
+
+
+def test_exit_signals_and_environment_are_relayed(api, workspace):
+    exit_signal, env_out = asyncio.run(_asyncssh_signal(ssh_info(api, workspace)))
+    assert exit_signal is not None and exit_signal[0] == "TERM"
+    assert env_out == "relayed\n"
+
+
+def test_keepalives_are_answered(api, workspace):
+    result = ssh(
+        ssh_info(api, workspace),
+        "sleep 3; echo alive",
+        "-o", "ServerAliveInterval=1",
+        "-o", "ServerAliveCountMax=2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "alive\n"
+
+
 def test_a_wrong_password_is_refused(api, workspace):
     info = ssh_info(api, workspace)
     with pytest.raises(asyncssh.PermissionDenied):
