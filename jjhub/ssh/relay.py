@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncssh
+from asyncssh.channel import SSHChannel
 
 Touch = Callable[[int, bool], None]
 """Called with a byte count and whether it flowed towards the client."""
@@ -25,17 +26,17 @@ class TcpHalf(asyncssh.SSHTCPSession[bytes]):
     """
 
     def __init__(self, touch: Touch, towards_client: bool) -> None:
-        self.chan: asyncssh.SSHChannel[bytes] | None = None
+        self.chan: SSHChannel[bytes] | None = None
         self.peer: TcpHalf | None = None
         self._touch = touch
         self._towards_client = towards_client
         self._held: list[bytes] = []
         self._eof = False
 
-    def _out(self) -> asyncssh.SSHChannel[bytes] | None:
+    def _out(self) -> SSHChannel[bytes] | None:
         return self.peer.chan if self.peer is not None else None
 
-    def connection_made(self, chan: asyncssh.SSHChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: SSHChannel[bytes]) -> None:  # type: ignore[override]
         self.chan = chan
         if self.peer is not None and self.peer.chan is not None:
             self.peer.release()
@@ -152,7 +153,7 @@ class ClientSession(asyncssh.SSHServerSession[bytes]):
                 lambda: MachineSession(self, self._touch),
                 command=self._command,
                 subsystem=self._subsystem,
-                env=dict(self.chan.get_environment_bytes()),
+                env=_env(self.chan),
                 request_pty="force" if term_type else False,
                 term_type=term_type,
                 term_size=self._size or term_size,
@@ -225,6 +226,11 @@ class ClientSession(asyncssh.SSHServerSession[bytes]):
         machine, self.machine = self.machine, None
         if machine is not None:
             machine.close()
+
+
+def _env(chan: asyncssh.SSHServerChannel[bytes]) -> dict[bytes | str, bytes | str]:
+    """The client's `env` requests, as raw bytes (sshd's AcceptEnv decides)."""
+    return dict(chan.get_environment_bytes().items())
 
 
 class MachineSession(asyncssh.SSHClientSession[bytes]):
