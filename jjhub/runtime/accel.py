@@ -2,8 +2,8 @@
 
 `/dev/kvm` existing is not enough: under some nested hypervisors KVM accepts
 the VM and then hangs as soon as a guest kernel starts. The probe therefore
-boots the guest kernel with an initramfs that prints one line and powers off,
-and gives up after `PROBE_TIMEOUT` seconds. The answer is cached per host boot
+boots the host's Debian kernel, without a root file system, and waits for the
+panic that ends its initialisation, giving up after `PROBE_TIMEOUT` seconds. The answer is cached per host boot
 in the image directory and logged once per process.
 
 `JJHUB_QEMU_ACCEL=kvm|tcg|auto` overrides the choice (`auto` by default).
@@ -16,8 +16,11 @@ import contextlib
 import json
 import logging
 import os
+import select
+import subprocess
 import time
 from pathlib import Path
+from typing import IO
 
 from jjhub.logs import kv
 from jjhub.runtime.errors import RuntimeFailure
@@ -27,7 +30,8 @@ log = logging.getLogger(__name__)
 ACCEL_ENV = "JJHUB_QEMU_ACCEL"
 CHOICES = ("auto", "kvm", "tcg")
 PROBE_TIMEOUT = 10.0
-PROBE_MARKER = b"JJHUB-PROBE-OK"
+PROBE_MARKER = b"Kernel panic"
+CACHE_FILE = "qemu-accel.json"
 QEMU = "qemu-system-x86_64"
 
 _logged: set[str] = set()
@@ -47,9 +51,17 @@ def kvm_usable() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-async def choose_accel(accel: str, cache_dir: Path, kernel: Path, initrd: Path) -> str:
+async def choose_accel(accel: str, cache_dir: Path) -> str:
     """`kvm` or `tcg` for new machines, probing KVM at most once per boot."""
-    choice = requested_accel(accel)
+    return await asyncio.to_thread(_choose, requested_accel(accel), cache_dir)
+
+
+def kvm_works(cache_dir: Path) -> bool:
+    """Whether new machines would run under KVM (for `runtime = auto`)."""
+    return _choose(requested_accel(), cache_dir) == "kvm"
+
+
+def _choose(choice: str, cache_dir: Path) -> str:
     if choice == "kvm" and not kvm_usable():
         raise RuntimeFailure(
             "KVM was requested but /dev/kvm is missing or not accessible; "
@@ -61,15 +73,15 @@ async def choose_accel(accel: str, cache_dir: Path, kernel: Path, initrd: Path) 
     if not kvm_usable():
         _log_once("tcg", "no /dev/kvm")
         return "tcg"
-    cache = cache_dir / "qemu-accel.json"
+    cache = cache_dir / CACHE_FILE
     cached = _read_cache(cache)
     if cached is not None:
         _log_once(cached, "cached probe")
         return cached
-    works, seconds = await probe_kvm(kernel, initrd)
+    works, seconds = probe_kvm()
     result = "kvm" if works else "tcg"
     _write_cache(cache, result, seconds)
-    _log_once(result, f"probe {'passed' if works else 'timed out'} in {seconds:.1f} s")
+    _log_once(result, f"probe {'passed' if works else 'failed'} in {seconds:.1f} s")
     return result
 
 
@@ -104,41 +116,49 @@ def _write_cache(path: Path, accel: str, seconds: float) -> None:
     staging.replace(path)
 
 
-async def probe_kvm(
-    kernel: Path, initrd: Path, timeout: float = PROBE_TIMEOUT
-) -> tuple[bool, float]:
-    """Boot the guest kernel under KVM; True if it reached user space in time."""
+def probe_kvm(timeout: float = PROBE_TIMEOUT, cpu: str = "host") -> tuple[bool, float]:
+    """Boot the host's Debian kernel under KVM, without a root file system.
+
+    Reaching the panic about the missing root proves the kernel ran through
+    its whole initialisation; a hang or an error means KVM is not usable.
+    """
+    from jjhub.runtime.guest_image import find_host_kernel
+
+    kernel = find_host_kernel().vmlinuz
     argv = [
         QEMU,
-        *("-M", "microvm,accel=kvm", "-cpu", "host", "-m", "256M", "-smp", "1"),
+        *("-M", "microvm,accel=kvm", "-cpu", cpu, "-m", "256M", "-smp", "1"),
         *("-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"),
-        *("-kernel", str(kernel), "-initrd", str(initrd)),
-        *("-append", "console=ttyS0 quiet panic=-1 jjhub.probe"),
+        *("-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"),
         *("-serial", "stdio"),
     ]
     started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     assert process.stdout is not None
     try:
-        await asyncio.wait_for(process.stdout.readuntil(PROBE_MARKER), timeout)
-        works = True
-    except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-        works = False
+        works = _wait_for_marker(process.stdout, started + timeout)
     finally:
-        await _kill(process)
+        process.kill()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            log.warning("kvm probe did not exit after SIGKILL %s", kv(pid=process.pid))
+        process.stdout.close()
     return works, time.monotonic() - started
 
 
-async def _kill(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-    try:
-        await asyncio.wait_for(process.wait(), 10)
-    except TimeoutError:
-        log.warning("kvm probe did not exit after SIGKILL %s", kv(pid=process.pid))
+def _wait_for_marker(stream: IO[bytes], deadline: float) -> bool:
+    output = b""
+    while (remaining := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([stream], [], [], remaining)
+        if not ready:
+            break
+        chunk = os.read(stream.fileno(), 65536)
+        if not chunk:
+            break
+        output = output[-256:] + chunk
+        if PROBE_MARKER in output:
+            return True
+    return False

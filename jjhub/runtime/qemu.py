@@ -113,6 +113,9 @@ class QemuRuntime:
         snapshot_keeps_memory=True,
     )
 
+    # The host as seen from a guest: QEMU's user-mode network gateway.
+    host_address: str | None = "10.0.2.2"
+
     def __init__(self, data_dir: Path, image_dir: Path, accel: str = "auto"):
         self.data_dir = Path(data_dir)
         self.image_dir = Path(image_dir)
@@ -155,10 +158,7 @@ class QemuRuntime:
                 self._image = await ensure_guest_image(self.image_dir)
             if self._accel is None:
                 self._accel = await accel_module.choose_accel(
-                    self.requested_accel,
-                    self.image_dir,
-                    self._image.kernel,
-                    self._image.initrd,
+                    self.requested_accel, self.data_dir
                 )
         self.machines_dir.mkdir(parents=True, exist_ok=True)
         self.snapshots_dir.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,12 @@ on it: that is how suspend, fork and a closed gateway connection look here.
 Runs with the Debian python3 of the guest, standard library only.
 """
 
+import contextlib
 import json
 import os
 import pwd
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -30,6 +32,7 @@ NONCE_SIZE = 8
 PORT_PREFIX = "org.jjhub.agent."
 IDLE_POLL_SECONDS = 0.1
 READY_MARKER = "JJHUB-AGENT-READY"
+OUTPUT_GRACE_SECONDS = 5
 CHUNK = 65536
 
 
@@ -39,6 +42,15 @@ def log(*parts):
 
 class HostGone(Exception):
     """The host side of the port disconnected."""
+
+
+class NewSession(Exception):
+    """The host reconnected and opened a new session on this port.
+
+    A disconnect followed quickly by a new connection may never show as end
+    of file here, so a session also ends when a frame starts with MAGIC,
+    which no frame type does.
+    """
 
 
 class Port:
@@ -56,38 +68,52 @@ class Port:
         events = poller.poll(0)
         return not events or not events[0][1] & select.POLLHUP
 
-    def read_some(self):
-        """Bytes from the host; raises HostGone at end of file."""
-        while True:
+    def fill(self, timeout):
+        """Append what the host sent within `timeout`; HostGone at end of file."""
+        try:
+            data = os.read(self.fd, CHUNK)
+        except BlockingIOError:
+            select.select([self.fd], [], [], timeout)
             try:
                 data = os.read(self.fd, CHUNK)
             except BlockingIOError:
-                select.select([self.fd], [], [], 1.0)
-                continue
-            if not data:
-                raise HostGone()
-            return data
+                return
+        if not data:
+            raise HostGone()
+        self.buffer += data
 
     def read_exact(self, size):
         while len(self.buffer) < size:
-            self.buffer += self.read_some()
+            self.fill(1.0)
         data, self.buffer = self.buffer[:size], self.buffer[size:]
         return data
 
-    def read_frame(self):
-        kind, length = struct.unpack(">cI", self.read_exact(5))
-        return kind, self.read_exact(length)
+    def next_frame(self, timeout):
+        """The next complete frame, or None if none arrived within `timeout`."""
+        if len(self.buffer) < 5 or len(self.buffer) < 5 + self._length():
+            self.fill(timeout)
+        if self.buffer[:1] == MAGIC[:1]:
+            raise NewSession()
+        if len(self.buffer) < 5 or len(self.buffer) < 5 + self._length():
+            return None
+        kind, length = struct.unpack(">cI", self.buffer[:5])
+        payload = self.buffer[5 : 5 + length]
+        self.buffer = self.buffer[5 + length :]
+        return kind, payload
+
+    def _length(self):
+        return struct.unpack(">I", self.buffer[1:5])[0] if len(self.buffer) >= 5 else 0
 
     def wait_for_header(self):
         """Skip stale bytes up to the next session opening; return nonce, header."""
         marker = MAGIC + b"H"
         while marker not in self.buffer:
-            keep = self.buffer[-len(marker) :]
-            self.buffer = keep + self.read_some()
+            self.buffer = self.buffer[-len(marker) :]
+            self.fill(1.0)
         self.buffer = self.buffer[self.buffer.index(marker) + len(marker) :]
         nonce = self.read_exact(NONCE_SIZE)
-        kind, payload = self.read_frame()
-        return nonce, json.loads(payload)
+        kind, length = struct.unpack(">cI", self.read_exact(5))
+        return nonce, json.loads(self.read_exact(length))
 
     def write_all(self, data):
         with self.write_lock:
@@ -120,10 +146,15 @@ def serve_port(port):
                 continue
             nonce, header = port.wait_for_header()
             port.write_all(MAGIC + b"A" + nonce)
+            log("session", path, header.get("op"))
             run_session(port, header)
+            log("session done", path)
         except HostGone:
+            log("host gone", path)
             port.buffer = b""
             time.sleep(IDLE_POLL_SECONDS)
+        except NewSession:
+            log("session replaced", path)
         except Exception as error:  # keep serving whatever one session did
             log("session failed", path, repr(error))
             time.sleep(IDLE_POLL_SECONDS)
@@ -161,17 +192,21 @@ def bridge_tcp(port, tcp_port):
     reader.start()
     try:
         while not finished.is_set():
-            kind, payload = port.read_frame()
+            frame = port.next_frame(0.2)
+            if frame is None:
+                continue
+            kind, payload = frame
             if kind == b"D":
                 connection.sendall(payload)
             elif kind == b"E":
                 connection.shutdown(socket.SHUT_WR)
-                finished.wait()
-    except (HostGone, OSError):
+    except OSError:
         pass
     finally:
+        with contextlib.suppress(OSError):
+            connection.shutdown(socket.SHUT_RDWR)
         connection.close()
-        reader.join(timeout=5)
+        reader.join()
 
 
 def user_environment(user):
@@ -207,51 +242,63 @@ def run_command(port, header):
         port.send(b"e", f"{error}\n".encode())
         port.send(b"X", json.dumps({"code": 127}).encode())
         return
+    live = threading.Event()
+    live.set()
     pumps = [
-        threading.Thread(target=pump, args=(process.stdout, port, b"D"), daemon=True),
-        threading.Thread(target=pump, args=(process.stderr, port, b"e"), daemon=True),
+        threading.Thread(target=pump, args=(stream, port, kind, live), daemon=True)
+        for stream, kind in ((process.stdout, b"D"), (process.stderr, b"e"))
     ]
     for thread in pumps:
         thread.start()
-    feeder = threading.Thread(target=feed, args=(port, process), daemon=True)
-    feeder.start()
-    code = process.wait()
+    try:
+        feed(port, process)
+    except (HostGone, NewSession):
+        # Nobody is left to read the result: end the command like a hangup.
+        live.clear()
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGHUP)
+        raise
+    # Output still held open by a background child is not waited for long.
     for thread in pumps:
-        thread.join()
-    port.send(b"X", json.dumps({"code": code}).encode())
+        thread.join(timeout=OUTPUT_GRACE_SECONDS)
+    live.clear()
+    port.send(b"X", json.dumps({"code": process.returncode}).encode())
 
 
-def pump(stream, port, kind):
-    """Forward output; once the host is gone, drain it so the command can end."""
-    connected = True
+def feed(port, process):
+    """Pass stdin until the command exits, watching the port for hangups."""
+    stdin = process.stdin
+    while process.poll() is None:
+        frame = port.next_frame(0.1)
+        if frame is None or stdin is None:
+            continue
+        kind, payload = frame
+        try:
+            if kind == b"D":
+                stdin.write(payload)
+                stdin.flush()
+            elif kind == b"E":
+                stdin.close()
+                stdin = None
+        except OSError:
+            stdin = None
+    if stdin is not None:
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+
+def pump(stream, port, kind, live):
+    """Forward output while the session lives; afterwards drain it."""
     while True:
         data = stream.read1(CHUNK)
         if not data:
             break
-        if connected:
+        if live.is_set():
             try:
                 port.send(kind, data)
             except HostGone:
-                connected = False
+                live.clear()
     stream.close()
-
-
-def feed(port, process):
-    try:
-        while True:
-            kind, payload = port.read_frame()
-            if kind == b"D":
-                process.stdin.write(payload)
-                process.stdin.flush()
-            elif kind == b"E":
-                break
-    except (HostGone, OSError):
-        pass
-    finally:
-        try:
-            process.stdin.close()
-        except OSError:
-            pass
 
 
 def find_ports():

@@ -23,6 +23,6 @@ ssh-keygen -A > /dev/null 2>&1
 /usr/sbin/sshd
 
 while true; do
-    /usr/bin/python3 -u /usr/local/lib/jjhub/agent.py >> /run/jjhub/agent.log 2>&1
+    /usr/bin/python3 -u /usr/local/lib/jjhub/agent.py 2>&1 | tee -a /run/jjhub/agent.log > /dev/ttyS0
     sleep 1
 done
