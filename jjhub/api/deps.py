@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from jjhub.errors import Unauthenticated
 from jjhub.forge import accounts, repos
 from jjhub.services import Services
-from jjhub.store.models import Repository, User
+from jjhub.store.models import Repository, User, Workspace, WorkspaceSession
 
 
 def services(request: Request) -> Services:
@@ -58,3 +58,31 @@ def repository(
 
 
 Repo = Annotated[Repository, Depends(repository)]
+
+
+def owned_workspace(
+    workspace_id: str, request: Request, user: CurrentUser, repository: Repo
+) -> Workspace:
+    """The caller's workspace, loaded in a short unit of work.
+
+    Routes that wait on a machine, and streams that stay open, must not hold
+    a database connection while they wait, so they take this instead of DB.
+    """
+    svc = services(request)
+    with svc.db.session() as db:
+        return svc.workspaces.get(db, user, repository, workspace_id)
+
+
+OwnedWorkspace = Annotated[Workspace, Depends(owned_workspace)]
+
+
+def owned_session(
+    session_id: str, request: Request, user: CurrentUser, repository: Repo
+) -> WorkspaceSession:
+    from jjhub.workspaces import sessions
+
+    with services(request).db.session() as db:
+        return sessions.get(db, user, repository, session_id)
+
+
+OwnedSession = Annotated[WorkspaceSession, Depends(owned_session)]

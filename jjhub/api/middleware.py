@@ -63,8 +63,10 @@ class RequestLog:
             await self.app(scope, receive, send)
             return
         request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
         started = time.monotonic()
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["received_at"] = started
         status = 500
 
         async def send_with_id(message: Message) -> None:

@@ -67,6 +67,7 @@ class WorkspaceOut(BaseModel):
     capabilities: CapabilitiesOut
     last_activity_at: Timestamp
     last_activity_reason: str
+    started_at: Timestamp | None
     created_at: Timestamp
     updated_at: Timestamp
     suspended_at: Timestamp | None
@@ -92,6 +93,7 @@ class WorkspaceOut(BaseModel):
             capabilities=CapabilitiesOut(**caps.as_dict()),
             last_activity_at=ws.last_activity_at,
             last_activity_reason=ws.last_activity_reason,
+            started_at=ws.started_at,
             created_at=ws.created_at,
             updated_at=ws.updated_at,
             suspended_at=ws.suspended_at,

@@ -82,6 +82,7 @@ class WorkspaceService:
         self.gateway_public_key = gateway_public_key
         self.locks = KeyedLocks()
         self._activity_written: dict[str, float] = {}
+        self._resume_requested: dict[str, float] = {}
 
     # -- reading -------------------------------------------------------------
 
@@ -117,7 +118,9 @@ class WorkspaceService:
     ) -> tuple[Workspace, bool]:
         """The caller's live primary workspace (resumed), or a new one.
 
-        Restoring from a snapshot always makes a new, non-primary workspace.
+        With a `name`, the caller's live workspace of that name is returned
+        instead, and a new one is made if there is none. Restoring from a
+        snapshot always makes a new, non-primary workspace.
         Returns the workspace and whether it was created.
         """
         if request.size not in SIZES:
@@ -127,23 +130,39 @@ class WorkspaceService:
             workspace = await self._create(user, repo, request, snapshot=snapshot)
             return workspace, True
         async with self.locks.hold(f"primary:{repo.id}:{user.id}"):
-            existing = self._live_primary(user, repo)
+            primary = self._live(user, repo, primary=True)
+            named = self._live(user, repo, name=request.name) if request.name else None
+            existing = named or (primary if not request.name else None)
             if existing is None:
-                workspace = await self._create(user, repo, request, primary=True)
+                # A named create makes a second workspace once a primary exists.
+                make_primary = primary is None
+                workspace = await self._create(
+                    user, repo, request, primary=make_primary
+                )
                 return workspace, True
         workspace = await self.resume(existing.id, cause="create")
         return workspace, False
 
-    def _live_primary(self, user: User, repo: Repository) -> Workspace | None:
+    def _live(
+        self,
+        user: User,
+        repo: Repository,
+        *,
+        primary: bool = False,
+        name: str | None = None,
+    ) -> Workspace | None:
+        """The newest live workspace that is the primary, or has this name."""
+        query = select(Workspace).where(
+            Workspace.user_id == user.id,
+            Workspace.repository_id == repo.id,
+            Workspace.status.in_([s.value for s in LIVE]),
+        )
+        if primary:
+            query = query.where(Workspace.is_primary.is_(True))
+        if name is not None:
+            query = query.where(Workspace.name == name)
         with self.db.session() as db:
-            return db.scalar(
-                select(Workspace).where(
-                    Workspace.user_id == user.id,
-                    Workspace.repository_id == repo.id,
-                    Workspace.is_primary.is_(True),
-                    Workspace.status.in_([s.value for s in LIVE]),
-                )
-            )
+            return db.scalar(query.order_by(Workspace.created_at.desc()).limit(1))
 
     def _owned_snapshot(
         self, user: User, repo: Repository, snapshot_id: str
@@ -336,9 +355,21 @@ class WorkspaceService:
                 raise workspace_not_found()
             return workspace
 
-    async def suspend(self, ws_id: str, cause: str = "user") -> Workspace:
+    async def suspend(
+        self, ws_id: str, cause: str = "user", requested_at: float | None = None
+    ) -> Workspace:
+        """Suspend, unless a resume was asked for after this suspend was.
+
+        Requests are served out of order (each waits for the workspace lock),
+        so a suspend and a resume sent together could otherwise end
+        `suspended`; the later request's intent wins instead.
+        """
+        requested_at = time.monotonic() if requested_at is None else requested_at
         async with self.locks.hold(ws_id):
             workspace = self._load(ws_id)
+            if self._resume_requested.get(ws_id, 0.0) > requested_at:
+                log.info("suspend superseded by a later resume %s", kv(workspace=ws_id))
+                return workspace
             if workspace.status == Status.SUSPENDED:
                 return workspace
             if workspace.status != Status.RUNNING:
@@ -349,7 +380,12 @@ class WorkspaceService:
                 raise from_runtime("suspend", error) from error
             return self._set_status(ws_id, Status.SUSPENDED, cause)
 
-    async def resume(self, ws_id: str, cause: str = "user") -> Workspace:
+    async def resume(
+        self, ws_id: str, cause: str = "user", requested_at: float | None = None
+    ) -> Workspace:
+        requested_at = time.monotonic() if requested_at is None else requested_at
+        previous = self._resume_requested.get(ws_id, 0.0)
+        self._resume_requested[ws_id] = max(previous, requested_at)
         async with self.locks.hold(ws_id):
             workspace = self._load(ws_id)
             if workspace.status == Status.RUNNING:
@@ -377,6 +413,7 @@ class WorkspaceService:
             with self.db.session() as db:
                 access_tokens.revoke_all(db, ws_id)
             self._activity_written.pop(ws_id, None)
+            self._resume_requested.pop(ws_id, None)
             return self._set_status(ws_id, Status.STOPPED, cause)
 
     async def recover(self, ws_id: str) -> Workspace:
@@ -437,6 +474,7 @@ class WorkspaceService:
         workspace = self._load(ws_id)
         if workspace.status in ENDED:
             raise not_allowed("connect to", workspace.status)
+        self.touch(ws_id, "ssh_info", force=True)
         with self.db.session() as db:
             return access_tokens.mint(
                 db, ws_id, linux_user, self.settings.ssh_token_ttl_seconds

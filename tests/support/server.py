@@ -69,14 +69,14 @@ class JJHubServer:
         }
 
     def start(self, timeout: float = 300.0) -> JJHubServer:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [*jjhub_argv(), "server"],
-            env=self.server_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [*jjhub_argv(), "server"],
+                env=self.server_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from jjhub.api.deps import DB, CurrentUser, Repo, services
+from jjhub.api.deps import DB, CurrentUser, OwnedSession, Repo, services
 from jjhub.api.pagination import page_from, set_headers
 from jjhub.api.routes.workspaces import ssh_info
 from jjhub.api.schemas import SessionCreate, SessionOut, SshInfo
@@ -44,22 +44,16 @@ def get_session(
 
 
 @router.get("/workspace/sessions/{session_id}/ssh", response_model=SshInfo)
-async def get_session_ssh(
-    session_id: str, request: Request, user: CurrentUser, repository: Repo, db: DB
-) -> SshInfo:
+async def get_session_ssh(row: OwnedSession, request: Request) -> SshInfo:
     """SSH info for the session's workspace, resuming it if suspended."""
     svc = services(request)
-    row = sessions.get(db, user, repository, session_id)
     workspace = await svc.workspaces.ensure_running(row.workspace_id, cause="session")
-    sessions.touch(svc, session_id)
-    return ssh_info(svc, workspace, session_id=session_id)
+    sessions.touch(svc, row.id)
+    return ssh_info(svc, workspace, session_id=row.id)
 
 
 @router.post("/workspace/sessions/{session_id}/destroy", status_code=204)
-async def destroy_session(
-    session_id: str, request: Request, user: CurrentUser, repository: Repo, db: DB
-) -> Response:
+async def destroy_session(row: OwnedSession, request: Request) -> Response:
     """End the session; the last one to end suspends its workspace."""
-    sessions.get(db, user, repository, session_id)
-    await sessions.destroy(services(request), session_id)
+    await sessions.destroy(services(request), row.id)
     return Response(status_code=204)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from jjhub.api.deps import DB, CurrentUser, Repo, services
+from jjhub.api.deps import DB, CurrentUser, Repo, owned_workspace, services
 from jjhub.api.pagination import page_from, set_headers
 from jjhub.api.schemas import SnapshotCreateFor, SnapshotOut
 from jjhub.errors import BadRequest
@@ -19,13 +19,12 @@ async def create_snapshot(
     request: Request,
     user: CurrentUser,
     repository: Repo,
-    db: DB,
 ) -> SnapshotOut:
     """Snapshot the workspace named by `workspace_id`."""
     if not body.workspace_id:
         raise BadRequest("workspace_id is required")
     svc = services(request)
-    svc.workspaces.get(db, user, repository, body.workspace_id)
+    owned_workspace(body.workspace_id, request, user, repository)
     return SnapshotOut.of(
         await copies.snapshot(svc.workspaces, user, body.workspace_id, body.name)
     )

@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from jjhub.api.deps import DB, CurrentUser, Repo, services
-from jjhub.workspaces import sessions
+from jjhub.api.deps import OwnedSession, OwnedWorkspace, services
 from jjhub.workspaces.events import EventHub
 
 router = APIRouter(prefix="/api/repos/{owner}/{repo}", tags=["streams"])
@@ -50,7 +49,8 @@ async def _events(
                 yield b": keep-alive\n\n"
                 continue
             number += 1
-            yield _frame(number, name, {key: subject_id, "status": event.status})
+            data = {key: subject_id, "status": event.status, "cause": event.cause}
+            yield _frame(number, name, data)
     finally:
         hub.unsubscribe(kind, subject_id, queue)
 
@@ -64,12 +64,9 @@ def _stream(body: AsyncIterator[bytes]) -> StreamingResponse:
 
 
 @router.get("/workspaces/{workspace_id}/stream")
-def stream_workspace(
-    workspace_id: str, request: Request, user: CurrentUser, repository: Repo, db: DB
-) -> StreamingResponse:
+def stream_workspace(workspace: OwnedWorkspace, request: Request) -> StreamingResponse:
     """`workspace.status` events: the current status, then every change."""
     svc = services(request)
-    workspace = svc.workspaces.get(db, user, repository, workspace_id)
     try:
         keepalive = float(request.query_params.get("keepalive", KEEPALIVE_SECONDS))
     except ValueError:
@@ -87,12 +84,9 @@ def stream_workspace(
 
 
 @router.get("/workspace/sessions/{session_id}/stream")
-def stream_session(
-    session_id: str, request: Request, user: CurrentUser, repository: Repo, db: DB
-) -> StreamingResponse:
+def stream_session(row: OwnedSession, request: Request) -> StreamingResponse:
     """`workspace.session` events: the current status, then every change."""
     svc = services(request)
-    row = sessions.get(db, user, repository, session_id)
     return _stream(
         _events(
             request,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from jjhub.api.deps import DB, CurrentUser, Repo, services
+from jjhub.api.deps import DB, CurrentUser, OwnedWorkspace, Repo, services
 from jjhub.api.pagination import page_from, set_headers
 from jjhub.api.schemas import (
     ForkCreate,
@@ -80,63 +80,52 @@ def list_workspaces(
 
 
 @router.get("/workspaces/{workspace_id}", response_model=WorkspaceOut)
-def get_workspace(
-    workspace_id: str, request: Request, user: CurrentUser, repository: Repo, db: DB
-) -> WorkspaceOut:
+def get_workspace(workspace: OwnedWorkspace, request: Request) -> WorkspaceOut:
     """One workspace."""
     svc = services(request)
-    return view(svc, svc.workspaces.get(db, user, repository, workspace_id))
+    return view(svc, workspace)
 
 
 @router.delete("/workspaces/{workspace_id}", status_code=204)
-async def delete_workspace(
-    workspace_id: str, request: Request, user: CurrentUser, repository: Repo, db: DB
-) -> Response:
+async def delete_workspace(workspace: OwnedWorkspace, request: Request) -> Response:
     """Delete the machine; the workspace stays listed as `stopped`."""
     svc = services(request)
-    svc.workspaces.get(db, user, repository, workspace_id)
-    await svc.workspaces.delete(workspace_id)
+    await svc.workspaces.delete(workspace.id)
     return Response(status_code=204)
 
 
 @router.get("/workspaces/{workspace_id}/ssh", response_model=SshInfo)
-def get_ssh_info(
-    workspace_id: str, request: Request, user: CurrentUser, repository: Repo, db: DB
-) -> SshInfo:
+def get_ssh_info(workspace: OwnedWorkspace, request: Request) -> SshInfo:
     """SSH connection info with a fresh access token."""
     svc = services(request)
-    workspace = svc.workspaces.get(db, user, repository, workspace_id)
     return ssh_info(svc, workspace)
 
 
 @router.post("/workspaces/{workspace_id}/suspend", response_model=WorkspaceOut)
 async def suspend_workspace(
-    workspace_id: str, request: Request, user: CurrentUser, repository: Repo, db: DB
+    workspace: OwnedWorkspace, request: Request
 ) -> WorkspaceOut:
     """Suspend, keeping what the driver keeps (see `capabilities`)."""
     svc = services(request)
-    svc.workspaces.get(db, user, repository, workspace_id)
-    return view(svc, await svc.workspaces.suspend(workspace_id))
+    received = request.state.received_at
+    return view(svc, await svc.workspaces.suspend(workspace.id, requested_at=received))
 
 
 @router.post("/workspaces/{workspace_id}/resume", response_model=WorkspaceOut)
-async def resume_workspace(
-    workspace_id: str, request: Request, user: CurrentUser, repository: Repo, db: DB
-) -> WorkspaceOut:
+async def resume_workspace(workspace: OwnedWorkspace, request: Request) -> WorkspaceOut:
     """Resume a suspended workspace."""
     svc = services(request)
-    svc.workspaces.get(db, user, repository, workspace_id)
-    return view(svc, await svc.workspaces.resume(workspace_id))
+    received = request.state.received_at
+    return view(svc, await svc.workspaces.resume(workspace.id, requested_at=received))
 
 
 @router.post("/workspaces/{workspace_id}/recover", response_model=WorkspaceOut)
 async def recover_workspace(
-    workspace_id: str, request: Request, user: CurrentUser, repository: Repo, db: DB
+    workspace: OwnedWorkspace, request: Request
 ) -> WorkspaceOut:
     """Restart a failed workspace from its own disk, keeping its files."""
     svc = services(request)
-    svc.workspaces.get(db, user, repository, workspace_id)
-    return view(svc, await svc.workspaces.recover(workspace_id))
+    return view(svc, await svc.workspaces.recover(workspace.id))
 
 
 @router.post(
@@ -145,18 +134,16 @@ async def recover_workspace(
     response_model=WorkspaceOut | ForkList,
 )
 async def fork_workspace(
-    workspace_id: str,
+    workspace: OwnedWorkspace,
     body: ForkCreate,
     request: Request,
     user: CurrentUser,
     repository: Repo,
-    db: DB,
 ) -> WorkspaceOut | ForkList:
     """Running copies of this workspace; `count` returns `{"workspaces": [...]}`."""
     svc = services(request)
-    svc.workspaces.get(db, user, repository, workspace_id)
     forks = await copies.fork(
-        svc.workspaces, user, repository, workspace_id, body.name, body.count or 1
+        svc.workspaces, user, repository, workspace.id, body.name, body.count or 1
     )
     if body.count is None:
         return view(svc, forks[0])
@@ -167,16 +154,13 @@ async def fork_workspace(
     "/workspaces/{workspace_id}/snapshot", status_code=201, response_model=SnapshotOut
 )
 async def snapshot_workspace(
-    workspace_id: str,
+    workspace: OwnedWorkspace,
     body: SnapshotCreate,
     request: Request,
     user: CurrentUser,
-    repository: Repo,
-    db: DB,
 ) -> SnapshotOut:
     """A durable snapshot that outlives the workspace."""
     svc = services(request)
-    svc.workspaces.get(db, user, repository, workspace_id)
     return SnapshotOut.of(
-        await copies.snapshot(svc.workspaces, user, workspace_id, body.name)
+        await copies.snapshot(svc.workspaces, user, workspace.id, body.name)
     )

@@ -1,0 +1,269 @@
+"""The lifecycle loop, streams, sessions and concurrency, on real machines."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.server import JJHubServer
+from tests.support.sse import SseStream
+
+REPO = "/api/repos/ivy/life"
+
+
+@pytest.fixture(scope="module")
+def server(xfs_root: Path) -> Iterator[JJHubServer]:
+    data_dir = xfs_root / "lifecycle"
+    data_dir.mkdir()
+    srv = JJHubServer(data_dir, env={"JJHUB_LIFECYCLE_INTERVAL": "0.5"}).start()
+    yield srv
+    srv.stop()
+    srv.cleanup_machines()
+
+
+@pytest.fixture(scope="module")
+def token(server: JJHubServer) -> str:
+    token = server.create_user("ivy")
+    with server.client(token) as api:
+        assert api.post("/api/user/repos", json={"name": "life"}).status_code == 201
+    return token
+
+
+@pytest.fixture
+def api(server: JJHubServer, token: str) -> Iterator[httpx.Client]:
+    with server.client(token) as client:
+        yield client
+
+
+def _fork(api: httpx.Client, **extra: object) -> dict:
+    primary = api.post(f"{REPO}/workspaces", json={}).json()
+    body = {"name": "f"}
+    response = api.post(f"{REPO}/workspaces/{primary['id']}/fork", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _wait_status(
+    api: httpx.Client, ws_id: str, status: str, timeout: float = 60
+) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workspace = api.get(f"{REPO}/workspaces/{ws_id}").json()
+        if workspace["status"] == status:
+            return workspace
+        time.sleep(0.3)
+    raise AssertionError(f"workspace {ws_id} never became {status}: {workspace}")
+
+
+def test_an_idle_workspace_is_suspended_and_its_stream_says_why(server, token, api):
+    created = api.post(
+        f"{REPO}/workspaces",
+        json={"name": "idle", "idle_timeout_seconds": 3, "snapshot_id": None},
+    )
+    primary = created.json()
+    assert primary["idle_timeout_seconds"] == 3
+    stream = SseStream(
+        server.api_port, f"{REPO}/workspaces/{primary['id']}/stream", token
+    )
+    try:
+        assert stream.status == 200
+        first = stream.next_event()
+        assert first.id == "1"
+        assert first.event == "workspace.status"
+        assert first.data == {"workspace_id": primary["id"], "status": "running"}
+        suspended = stream.next_matching("suspended")
+        assert suspended.data["cause"] == "idle_timeout"
+        assert int(suspended.id) > 1
+    finally:
+        stream.close()
+    workspace = api.get(f"{REPO}/workspaces/{primary['id']}").json()
+    assert workspace["status"] == "suspended"
+    assert workspace["last_activity_reason"] in ("create", "ssh_info", "resume")
+    # The resume counts as activity, so the workspace runs again for a while.
+    resumed = api.post(f"{REPO}/workspaces/{primary['id']}/resume").json()
+    assert resumed["status"] == "running"
+    assert resumed["last_activity_reason"] == "user"
+
+
+def test_persistence_tiers_decide_between_delete_and_suspend(api):
+    primary = api.post(f"{REPO}/workspaces", json={}).json()
+    url = f"{REPO}/workspaces/{primary['id']}/fork"
+    ephemeral = api.post(url, json={"name": "e"}).json()
+    persistent = api.post(url, json={"name": "p"}).json()
+    # Forks inherit the source's settings; set the tiers through the database
+    # of record the way a repository default would, via fresh workspaces.
+    del ephemeral, persistent
+    snapshot = api.post(f"{REPO}/workspaces/{primary['id']}/snapshot", json={}).json()
+    eph = api.post(
+        f"{REPO}/workspaces",
+        json={
+            "snapshot_id": snapshot["id"],
+            "persistence": "ephemeral",
+            "idle_timeout_seconds": 1,
+        },
+    ).json()
+    per = api.post(
+        f"{REPO}/workspaces",
+        json={
+            "snapshot_id": snapshot["id"],
+            "persistence": "persistent",
+            "idle_timeout_seconds": 1,
+        },
+    ).json()
+    assert eph["persistence"] == "ephemeral"
+    assert per["persistence"] == "persistent"
+    assert _wait_status(api, eph["id"], "stopped")["status"] == "stopped"
+    assert _wait_status(api, per["id"], "suspended")["status"] == "suspended"
+    api.delete(f"{REPO}/workspaces/{per['id']}")
+
+
+def test_a_null_idle_timeout_means_never(api):
+    primary = api.post(f"{REPO}/workspaces", json={}).json()
+    snapshot = api.post(f"{REPO}/workspaces/{primary['id']}/snapshot", json={}).json()
+    forever = api.post(
+        f"{REPO}/workspaces",
+        json={"snapshot_id": snapshot["id"], "idle_timeout_seconds": None},
+    ).json()
+    assert forever["idle_timeout_seconds"] is None
+    time.sleep(2)
+    assert api.get(f"{REPO}/workspaces/{forever['id']}").json()["status"] == "running"
+    api.delete(f"{REPO}/workspaces/{forever['id']}")
+
+
+def test_destroying_the_last_session_suspends_the_workspace(server, token, api):
+    primary = api.post(f"{REPO}/workspaces", json={}).json()
+    if primary["status"] != "running":
+        primary = api.post(f"{REPO}/workspaces/{primary['id']}/resume").json()
+    first = api.post(f"{REPO}/workspace/sessions", json={"workspace_id": primary["id"]})
+    assert first.status_code == 201, first.text
+    second = api.post(f"{REPO}/workspace/sessions", json={"cols": 120, "rows": 40})
+    assert second.status_code == 201
+    session = second.json()
+    assert (session["cols"], session["rows"]) == (120, 40)
+    assert session["workspace_id"] == primary["id"]
+    assert session["status"] == "running"
+
+    info = api.get(f"{REPO}/workspace/sessions/{session['id']}/ssh").json()
+    assert info["session_id"] == session["id"]
+    assert info["access_token"].startswith("ws_")
+    assert api.get(f"{REPO}/workspace/sessions").headers["X-Total-Count"] == "2"
+
+    stream = SseStream(
+        server.api_port, f"{REPO}/workspace/sessions/{session['id']}/stream", token
+    )
+    try:
+        assert stream.next_event().data == {
+            "session_id": session["id"],
+            "status": "running",
+        }
+        assert (
+            api.post(
+                f"{REPO}/workspace/sessions/{first.json()['id']}/destroy"
+            ).status_code
+            == 204
+        )
+        assert (
+            api.get(f"{REPO}/workspaces/{primary['id']}").json()["status"] == "running"
+        )
+        assert (
+            api.post(f"{REPO}/workspace/sessions/{session['id']}/destroy").status_code
+            == 204
+        )
+        assert stream.next_event().data["status"] == "stopped"
+    finally:
+        stream.close()
+    assert api.get(f"{REPO}/workspaces/{primary['id']}").json()["status"] == "suspended"
+    assert (
+        api.get(f"{REPO}/workspace/sessions/{session['id']}").json()["status"]
+        == "stopped"
+    )
+    assert api.get(f"{REPO}/workspace/sessions/nope").json() == {
+        "message": "workspace session not found"
+    }
+
+
+def test_ten_concurrent_creates_give_one_primary_workspace(server):
+    token = server.create_user("rush")
+    with server.client(token) as api:
+        api.post("/api/user/repos", json={"name": "r"})
+
+    async def create_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            base_url=server.url,
+            headers={"Authorization": f"token {token}"},
+            timeout=120,
+        ) as client:
+            return await asyncio.gather(
+                *[
+                    client.post("/api/repos/rush/r/workspaces", json={})
+                    for _ in range(10)
+                ]
+            )
+
+    responses = asyncio.run(create_all())
+    assert sorted(r.status_code for r in responses) == [200] * 9 + [201]
+    assert len({r.json()["id"] for r in responses}) == 1
+    with server.client(token) as api:
+        listed = api.get("/api/repos/rush/r/workspaces").json()
+        assert len(listed) == 1
+        api.delete(f"/api/repos/rush/r/workspaces/{listed[0]['id']}")
+
+
+def test_a_suspend_and_a_resume_fired_together_end_running(server, token, api):
+    primary = api.post(f"{REPO}/workspaces", json={}).json()
+    url = f"{REPO}/workspaces/{primary['id']}"
+
+    async def race() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            base_url=server.url,
+            headers={"Authorization": f"token {token}"},
+            timeout=120,
+        ) as client:
+            suspend = asyncio.create_task(client.post(f"{url}/suspend"))
+            # Sent a moment later, so it arrives during or just after the suspend.
+            await asyncio.sleep(0.005)
+            resume = asyncio.create_task(client.post(f"{url}/resume"))
+            return [await suspend, await resume]
+
+    for _ in range(5):
+        suspend, resume = asyncio.run(race())
+        assert suspend.status_code == 200
+        assert resume.status_code == 200
+        assert resume.json()["status"] == "running"
+        assert api.get(url).json()["status"] == "running"
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_fifty_stream_clients_come_and_go_without_leaking(server, token, api):
+    primary = api.post(f"{REPO}/workspaces", json={}).json()
+    path = f"{REPO}/workspaces/{primary['id']}/stream"
+    pid = server.process.pid
+    warm = SseStream(server.api_port, path, token)
+    warm.next_event()
+    warm.close()
+    time.sleep(0.5)
+    before = _open_fds(pid)
+    streams = [SseStream(server.api_port, path, token) for _ in range(50)]
+    for stream in streams:
+        assert stream.next_event().event == "workspace.status"
+    during = _open_fds(pid)
+    for stream in streams:
+        stream.close()
+    # Closed clients are noticed at the next write or keep-alive; a status
+    # change writes to all of them.
+    api.post(f"{REPO}/workspaces/{primary['id']}/suspend")
+    api.post(f"{REPO}/workspaces/{primary['id']}/resume")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _open_fds(pid) > before + 2:
+        time.sleep(0.5)
+    assert during >= before + 50
+    assert _open_fds(pid) <= before + 2
