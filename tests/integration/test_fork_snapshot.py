@@ -127,7 +127,9 @@ def test_snapshot_of_a_busy_writer_restores_only_whole_files(server, api, source
     out = sh(server, workspace, f"python3 - <<'PY'\n{check}PY\n").split("\n")
     for line in filter(None, out):
         assert line.split() == ["262144", "1"], out
-    assert sh(server, workspace, "pgrep -f 'writer[.]py' || echo none").strip() == "none"
+    assert (
+        sh(server, workspace, "pgrep -f 'writer[.]py' || echo none").strip() == "none"
+    )
     sh(server, source, "pkill -f 'writer[.]py' || true")
     api.delete(f"{REPO}/workspaces/{workspace['id']}")
 
