@@ -21,8 +21,7 @@ from jjhub.runtime.errors import RuntimeFailure
 from jjhub.services import Services
 from jjhub.store.models import Workspace, utcnow
 from jjhub.workspaces import access_tokens
-from jjhub.workspaces.service import idle_deadline
-from jjhub.workspaces.states import LIVE, Persistence, Status
+from jjhub.workspaces.states import LIVE, Status
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +126,11 @@ class LifecycleLoop:
         for workspace in self._live():
             if workspace.status != Status.RUNNING:
                 continue
-            deadline = idle_deadline(workspace)
+            deadline = self.workspaces.idle_deadline(workspace)
             if deadline is None or deadline > now:
                 continue
             try:
-                if workspace.persistence == Persistence.EPHEMERAL:
-                    await self.workspaces.delete(workspace.id, cause="idle_timeout")
-                else:
-                    await self.workspaces.suspend(workspace.id, cause="idle_timeout")
+                await self.workspaces.suspend_if_idle(workspace.id)
             except DomainError as error:
                 log.warning(
                     "idle action failed %s",

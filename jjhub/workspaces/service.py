@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -82,6 +82,8 @@ class WorkspaceService:
         self.gateway_public_key = gateway_public_key
         self.locks = KeyedLocks()
         self._activity_written: dict[str, float] = {}
+        # Newest activity per workspace, including touches not yet written.
+        self._activity_seen: dict[str, datetime] = {}
         self._resume_requested: dict[str, float] = {}
 
     # -- reading -------------------------------------------------------------
@@ -413,6 +415,7 @@ class WorkspaceService:
             with self.db.session() as db:
                 access_tokens.revoke_all(db, ws_id)
             self._activity_written.pop(ws_id, None)
+            self._activity_seen.pop(ws_id, None)
             self._resume_requested.pop(ws_id, None)
             return self._set_status(ws_id, Status.STOPPED, cause)
 
@@ -455,7 +458,12 @@ class WorkspaceService:
     # -- activity --------------------------------------------------------------
 
     def touch(self, ws_id: str, reason: str, *, force: bool = False) -> None:
-        """Record activity, writing at most once every few seconds per workspace."""
+        """Record activity, writing at most once every few seconds per workspace.
+
+        Every touch is remembered in memory, so the idle check sees activity
+        that has not been written yet (an SSH session moving bytes).
+        """
+        self._activity_seen[ws_id] = utcnow()
         now = time.monotonic()
         if not force and now - self._activity_written.get(ws_id, 0.0) < (
             ACTIVITY_WRITE_INTERVAL
@@ -467,6 +475,33 @@ class WorkspaceService:
             if workspace is not None:
                 workspace.last_activity_at = utcnow()
                 workspace.last_activity_reason = reason
+
+    def idle_deadline(self, workspace: Workspace) -> datetime | None:
+        """When the workspace counts as idle; None when it never does."""
+        if workspace.idle_timeout_seconds is None:
+            return None
+        last = workspace.last_activity_at
+        seen = self._activity_seen.get(workspace.id)
+        if seen is not None and seen > last:
+            last = seen
+        return last + timedelta(seconds=workspace.idle_timeout_seconds)
+
+    async def suspend_if_idle(self, ws_id: str) -> Workspace | None:
+        """The idle timeout's action: suspend, or delete when ephemeral.
+
+        Checked again under the lock, so activity that arrives while the loop
+        decides still keeps the workspace running.
+        """
+        async with self.locks.hold(ws_id):
+            workspace = self._load(ws_id)
+            deadline = self.idle_deadline(workspace)
+            if workspace.status != Status.RUNNING or deadline is None:
+                return None
+            if deadline > utcnow():
+                return None
+        if workspace.persistence == Persistence.EPHEMERAL:
+            return await self.delete(ws_id, cause="idle_timeout")
+        return await self.suspend(ws_id, cause="idle_timeout")
 
     # -- SSH access ------------------------------------------------------------
 
@@ -488,13 +523,3 @@ class WorkspaceService:
         if workspace.status == Status.SUSPENDED:
             return await self.resume(ws_id, cause=cause)
         return workspace
-
-
-def idle_deadline(workspace: Workspace) -> datetime | None:
-    from datetime import timedelta
-
-    if workspace.idle_timeout_seconds is None:
-        return None
-    return workspace.last_activity_at + timedelta(
-        seconds=workspace.idle_timeout_seconds
-    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -267,3 +269,32 @@ def test_fifty_stream_clients_come_and_go_without_leaking(server, token, api):
         time.sleep(0.5)
     assert during >= before + 50
     assert _open_fds(pid) <= before + 2
+
+
+def test_an_ssh_session_moving_bytes_keeps_the_workspace_running(api):
+    primary = api.post(f"{REPO}/workspaces", json={}).json()
+    snapshot = api.post(f"{REPO}/workspaces/{primary['id']}/snapshot", json={}).json()
+    busy = api.post(
+        f"{REPO}/workspaces",
+        json={"snapshot_id": snapshot["id"], "idle_timeout_seconds": 2},
+    ).json()
+    info = api.get(f"{REPO}/workspaces/{busy['id']}/ssh").json()
+    # Printing once a second for 8 s, four idle timeouts long.
+    result = subprocess.run(
+        [
+            *shlex.split(info["command"]),
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "for i in 1 2 3 4 5 6 7 8; do echo tick $i; sleep 1; done",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[-2] == "tick 8"
+    during = api.get(f"{REPO}/workspaces/{busy['id']}").json()
+    assert during["status"] == "running"
+    assert during["last_activity_reason"] == "ssh"
+    # Once the session ends, the idle timeout applies again.
+    assert _wait_status(api, busy["id"], "suspended")["status"] == "suspended"
+    api.delete(f"{REPO}/workspaces/{busy['id']}")
