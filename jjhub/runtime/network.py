@@ -113,6 +113,21 @@ class HostNetwork:
             "}\n"
         )
 
+    async def remove(self) -> bool:
+        """Remove the bridge and NAT table if no machine is plugged in.
+
+        For servers and tests that are gone for good; returns whether the
+        host plumbing was removed (False while any machine still uses it).
+        """
+        ports = Path(f"/sys/class/net/{self.bridge}/brif")
+        if ports.exists() and any(ports.iterdir()):
+            return False
+        await run("ip", "link", "del", self.bridge)
+        await run("nft", "delete", "table", "ip", self.table)
+        self._ready = False
+        log.info("host network removed %s", kv(bridge=self.bridge, cidr=self.network))
+        return True
+
     async def lease(self, machine_id: str) -> ipaddress.IPv4Address:
         return await self._leases.acquire(machine_id)
 

@@ -99,6 +99,10 @@ class RuncRuntime:
         await ensure_shifted_rootfs(self.image_dir, UID_OFFSET)
         await self.network.ensure()
 
+    async def remove_host_network(self) -> bool:
+        """Remove this CIDR's bridge and NAT table if no machine uses them."""
+        return await self.network.remove()
+
     # Lifecycle
 
     async def create(self, spec: MachineSpec, snapshot_id: str | None = None) -> None:

@@ -67,6 +67,8 @@ async def shared(
     await runtime.create(_spec(machine_id, ssh_key[1]))
     yield runtime, machine_id
     await runtime.delete(machine_id)
+    assert await runtime.remove_host_network()
+    assert not Path("/sys/class/net", runtime.network.bridge).exists()
 
 
 @pytest.fixture
@@ -77,6 +79,7 @@ async def runtime(data_dir: Path) -> AsyncIterator[RuncRuntime]:
     yield runtime
     for info in await runtime.list():
         await runtime.delete(info.machine_id)
+    await runtime.remove_host_network()  # unless the shared machine uses it
 
 
 def _spec(machine_id: str, key: str = "", size: Size = SIZES["small"]) -> MachineSpec:
