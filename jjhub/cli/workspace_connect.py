@@ -300,20 +300,13 @@ def _print_status(workspace_id: str, status: str, as_json: bool) -> None:
 
 
 def workspace_for_issue(api: Client, repo: str, number: int) -> dict[str, Any]:
-    """The live workspace named `issue-N` (resumed), or a new one."""
+    """The live workspace named `issue-N` (resumed), or a new one.
+
+    A named create does exactly that on the server, beside any primary.
+    """
     name = f"issue-{number}"
-    for ws in api.list_workspaces(repo):
-        if ws.get("name") == name and ws["status"] not in ENDED:
-            if ws["status"] == "suspended":
-                with Spinner(f"Resuming workspace {name}"):
-                    return api.resume_workspace(repo, ws["id"])
-            return ws
-    with Spinner(f"Creating workspace {name}"):
-        ws, created = api.create_workspace(repo, name=name)
-        if not created and ws.get("name") != name:
-            # The server answered with the caller's existing primary workspace;
-            # a fork of it gives the issue a workspace of its own.
-            ws = api.fork_workspace(repo, ws["id"], name=name)[0]
+    with Spinner(f"Starting workspace {name}"):
+        ws, _ = api.create_workspace(repo, name=name)
     return ws
 
 

@@ -342,7 +342,7 @@ class WorkspaceService:
                 workspace.suspended_at = now
             elif status == Status.RUNNING:
                 workspace.suspended_at = None
-                if started:
+                if started or changed:
                     workspace.started_at = now
             if changed:
                 db.add(WorkspaceEvent(workspace_id=ws_id, status=status, cause=cause))

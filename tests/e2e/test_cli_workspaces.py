@@ -333,7 +333,7 @@ def test_workspace_issue_again_resumes_and_connects(carol: Cli) -> None:
 def test_workspace_issue_beside_a_primary_gets_its_own_workspace(
     alice: Cli, primary: dict
 ) -> None:
-    """The server answers a create with the live primary; the CLI forks it."""
+    """A named create makes a fresh workspace beside the live primary."""
     repo = ["-R", "alice/app"]
     issue = alice.json("issue", "create", "-t", "Docs typo", *repo)
 
@@ -342,7 +342,8 @@ def test_workspace_issue_beside_a_primary_gets_its_own_workspace(
     ws = made["workspace"]
     assert ws["name"] == f"issue-{issue['number']}"
     assert ws["id"] != primary["id"]
-    assert ws["parent_workspace_id"] == primary["id"]
+    assert ws["parent_workspace_id"] is None
+    assert ws["is_fork"] is False
     alice.json("workspace", "delete", ws["id"], "--yes", *repo)
 
 

@@ -227,6 +227,8 @@ def test_a_suspend_and_a_resume_fired_together_end_running(server, token, api):
             headers={"Authorization": f"token {token}"},
             timeout=120,
         ) as client:
+            # Two open connections first, so neither request waits on a handshake.
+            await asyncio.gather(client.get(url), client.get(url))
             suspend = asyncio.create_task(client.post(f"{url}/suspend"))
             # Sent a moment later, so it arrives during or just after the suspend.
             await asyncio.sleep(0.005)

@@ -65,6 +65,8 @@ class JJHubServer:
             "JJHUB_SSH_PUBLIC_HOST": "127.0.0.1",
             "JJHUB_RUNTIME": self.runtime,
             "JJHUB_NETWORK_CIDR": self.network_cidr,
+            # Tests poll; the rate limit has its own test with its own limit.
+            "JJHUB_RATE_LIMIT": "100000",
             **self.env,
         }
 
@@ -145,5 +147,8 @@ class JJHubServer:
         async def wipe() -> None:
             for machine in await runtime.list():
                 await runtime.delete(machine.machine_id)
+            remove_network = getattr(runtime, "remove_host_network", None)
+            if remove_network is not None:
+                await remove_network()
 
         asyncio.run(wipe())
