@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -98,6 +99,14 @@ def _hostname(machine_id: str) -> str:
     return name[:63] or "workspace"
 
 
+def _is_qemu_machine(directory: Path) -> bool:
+    """True for a machine directory of this driver (runc's share the layout)."""
+    try:
+        return json.loads((directory / CONFIG_FILE).read_text()).get("driver") == "qemu"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _env_file(env: dict[str, str]) -> str:
     return "".join(f"{key}={value}\n" for key, value in sorted(env.items()))
 
@@ -140,7 +149,7 @@ class QemuRuntime:
 
     def _existing(self, machine_id: str) -> Path:
         directory = self.machine_dir(machine_id)
-        if not (directory / CONFIG_FILE).exists():
+        if not _is_qemu_machine(directory):
             raise MachineNotFound(f"no qemu machine {machine_id}")
         return directory
 
@@ -343,7 +352,7 @@ class QemuRuntime:
 
     async def inspect(self, machine_id: str) -> MachineInfo:
         directory = self.machine_dir(machine_id)
-        if not (directory / CONFIG_FILE).exists():
+        if not _is_qemu_machine(directory):
             return MachineInfo(machine_id, MachineState.MISSING)
         pid = read_pid(directory)
         if pid is not None:
@@ -357,8 +366,7 @@ class QemuRuntime:
             return []
         found = []
         for directory in sorted(self.machines_dir.iterdir()):
-            with contextlib.suppress(OSError, ValueError, RuntimeFailure, TypeError):
-                MachineConfig.load(directory)
+            if _is_qemu_machine(directory):
                 found.append(await self.inspect(directory.name))
         return found
 
@@ -472,8 +480,12 @@ class QemuRuntime:
         self, spec: MachineSpec, snapshot_id: str, directory: Path
     ) -> None:
         snapshot = self.snapshots_dir / snapshot_id
+        if not snapshot.is_dir():
+            raise SnapshotNotFound(f"no snapshot {snapshot_id}")
         if not (snapshot / SNAPSHOT_FILE).exists():
-            raise SnapshotNotFound(f"no qemu snapshot {snapshot_id}")
+            raise IncompatibleSnapshot(
+                f"snapshot {snapshot_id} was not made by the qemu driver"
+            )
         try:
             saved = MachineConfig.load(snapshot)
         except (RuntimeFailure, TypeError, ValueError) as error:

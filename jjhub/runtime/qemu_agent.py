@@ -40,6 +40,10 @@ class AgentUnavailable(RuntimeFailure):
     """The guest agent did not answer (still booting, or the machine is gone)."""
 
 
+class AgentRestarted(RuntimeFailure):
+    """The guest agent restarted (it was killed) while a session was open."""
+
+
 def port_socket(machine_dir: Path, index: int) -> Path:
     return machine_dir / f"agent-{index}.sock"
 
@@ -62,8 +66,15 @@ class Channel:
         await self.writer.drain()
 
     async def read_frame(self) -> tuple[bytes, bytes]:
-        """The next frame; raises IncompleteReadError when the port closes."""
-        kind, length = FRAME.unpack(await self.reader.readexactly(FRAME.size))
+        """The next frame; raises IncompleteReadError when the port closes.
+
+        A restarted agent ends sessions its predecessor left with MAGIC,
+        which no frame starts with: that is raised as AgentRestarted.
+        """
+        header = await self.reader.readexactly(FRAME.size)
+        if header[:1] == MAGIC[:1]:
+            raise AgentRestarted("the guest agent restarted during the session")
+        kind, length = FRAME.unpack(header)
         return kind, await self.reader.readexactly(length)
 
     async def close(self) -> None:
@@ -160,6 +171,11 @@ async def _collect(channel: Channel, machine_dir: Path) -> ExecResult:
     while True:
         try:
             kind, payload = await channel.read_frame()
+        except AgentRestarted as error:
+            raise RuntimeFailure(
+                f"the command in {machine_dir.name} was lost: {error} "
+                "(was the guest out of memory? see its console.log)"
+            ) from error
         except asyncio.IncompleteReadError as error:
             raise RuntimeFailure(
                 f"machine {machine_dir.name} went away while a command ran"
@@ -231,7 +247,7 @@ async def _pump(
     upstream = asyncio.create_task(_to_guest(channel, inner_reader))
     try:
         await _from_guest(channel, inner_writer)
-    except (asyncio.IncompleteReadError, OSError) as error:
+    except (asyncio.IncompleteReadError, OSError, AgentRestarted) as error:
         log.debug("ssh stream ended %s", kv(reason=type(error).__name__))
     finally:
         upstream.cancel()

@@ -25,7 +25,11 @@ import pytest
 
 from jjhub.runtime import accel
 from jjhub.runtime.base import MachineSpec, MachineState, Size
-from jjhub.runtime.errors import IncompatibleSnapshot, MachineNotFound
+from jjhub.runtime.errors import (
+    IncompatibleSnapshot,
+    MachineNotFound,
+    RuntimeFailure,
+)
 from jjhub.runtime.qemu import QemuRuntime
 
 pytestmark = [pytest.mark.anyio, pytest.mark.qemu]
@@ -116,7 +120,7 @@ async def _sh(runtime: QemuRuntime, machine_id: str, script: str) -> str:
 
 
 async def _counter(runtime: QemuRuntime, machine_id: str) -> int:
-    return int(await _sh(runtime, machine_id, "cat /tmp/counter"))
+    return int(await _sh(runtime, machine_id, "cat /tmp/counter || echo 0"))
 
 
 async def _wait_counter_above(
@@ -189,6 +193,18 @@ async def test_exec_as_user_with_exit_code_and_stderr(
         b"developer\n",
         b"oops\n",
     )
+
+
+async def test_exec_fails_clearly_when_the_agent_dies(
+    vm: tuple[QemuRuntime, str],
+) -> None:
+    """A killed agent (say, by the OOM killer) fails the command, not hangs it."""
+    runtime, machine_id = vm
+    with pytest.raises(RuntimeFailure, match="agent restarted"):
+        await asyncio.wait_for(
+            runtime.exec(machine_id, ["sh", "-c", "kill -9 $PPID; sleep 60"]), 60
+        )
+    assert await _sh(runtime, machine_id, "echo back") == "back"
 
 
 async def test_guest_reaches_the_host_through_user_mode_network(

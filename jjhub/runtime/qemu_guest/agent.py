@@ -157,6 +157,8 @@ def serve_port(port):
             log("session replaced", path)
         except Exception as error:  # keep serving whatever one session did
             log("session failed", path, repr(error))
+            with contextlib.suppress(Exception):
+                port.send(b"X", json.dumps({"error": repr(error)}).encode())
             time.sleep(IDLE_POLL_SECONDS)
 
 
@@ -233,10 +235,8 @@ def run_command(port, header):
             stderr=subprocess.PIPE,
             env=env,
             cwd=entry.pw_dir if os.path.isdir(entry.pw_dir) else "/",
-            user=entry.pw_uid,
-            group=entry.pw_gid,
-            extra_groups=os.getgrouplist(entry.pw_name, entry.pw_gid),
             start_new_session=True,
+            preexec_fn=become(entry),
         )
     except OSError as error:
         port.send(b"e", f"{error}\n".encode())
@@ -320,7 +320,41 @@ def announce_ready():
         log("cannot write the ready marker:", error)
 
 
+def protect_from_oom():
+    """The agent is how the host reaches the guest: let the OOM killer spare it."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write("-1000")
+    except OSError as error:
+        log("cannot set oom_score_adj:", error)
+
+
+def become(entry):
+    """Runs in the child: drop the agent's OOM protection, then become the user."""
+    groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
+
+    def demote():
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write("0")
+        os.setgroups(groups)
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+
+    return demote
+
+
+def announce_restart(ports):
+    """End sessions a previous agent left: the host sees MAGIC + "R" and gives up."""
+    for port in ports:
+        if port.host_connected():
+            try:
+                port.write_all(MAGIC + b"R")
+            except HostGone:
+                pass
+
+
 def main():
+    protect_from_oom()
     paths = []
     for _ in range(300):
         paths = find_ports() if os.path.isdir("/sys/class/virtio-ports") else []
@@ -328,6 +362,7 @@ def main():
             break
         time.sleep(0.1)
     ports = [Port(path) for path in paths]
+    announce_restart(ports)
     threads = [threading.Thread(target=serve_port, args=(p,)) for p in ports]
     for thread in threads:
         thread.start()

@@ -20,7 +20,8 @@ ip route add default via 10.0.2.2
 echo "nameserver 10.0.2.3" > /etc/resolv.conf
 
 ssh-keygen -A > /dev/null 2>&1
-/usr/sbin/sshd
+# Debian's sshd keeps its listener out of the OOM killer's way, not sessions.
+SSHD_OOM_ADJUST=-1000 /usr/sbin/sshd
 
 while true; do
     /usr/bin/python3 -u /usr/local/lib/jjhub/agent.py 2>&1 | tee -a /run/jjhub/agent.log > /dev/ttyS0
