@@ -16,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
-IMAGE_CACHE = Path("/var/tmp/jjhub-test-images")
+# Shared between runs so mmdebstrap runs once per machine; override to test a
+# cold cache (what CI on a fresh machine sees).
+IMAGE_CACHE = Path(
+    os.environ.get("JJHUB_TEST_IMAGE_CACHE", "/var/tmp/jjhub-test-images")
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
