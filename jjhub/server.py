@@ -78,7 +78,6 @@ async def serve(settings: Settings) -> None:
         lifespan="off",
     )
     api = uvicorn.Server(config)
-    api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

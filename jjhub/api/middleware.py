@@ -32,7 +32,7 @@ BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key.lower() == name:
-            return value.decode("latin-1")
+            return str(value.decode("latin-1"))
     return None
 
 

@@ -90,7 +90,7 @@ class WorkspaceOut(BaseModel):
             idle_timeout_seconds=ws.idle_timeout_seconds,
             size=ws.size,
             runtime=ws.runtime,
-            capabilities=CapabilitiesOut(**caps.as_dict()),
+            capabilities=CapabilitiesOut.model_validate(caps.as_dict()),
             last_activity_at=ws.last_activity_at,
             last_activity_reason=ws.last_activity_reason,
             started_at=ws.started_at,

@@ -8,6 +8,8 @@ the API can tell users the truth instead of guessing.
 
 from __future__ import annotations
 
+import builtins
+
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -142,12 +144,14 @@ class Runtime(Protocol):
 
     async def inspect(self, machine_id: str) -> MachineInfo: ...
 
-    async def list(self) -> list[MachineInfo]: ...
+    async def list(self) -> builtins.list[MachineInfo]: ...
 
     async def restart(self, spec: MachineSpec) -> None:
         """Boot a machine again from its own disk, keeping its files (recover)."""
 
-    async def fork(self, machine_id: str, new_specs: list[MachineSpec]) -> None:
+    async def fork(
+        self, machine_id: str, new_specs: builtins.list[MachineSpec]
+    ) -> None:
         """Make running copies of a machine; the source keeps its state."""
 
     async def snapshot(self, machine_id: str, snapshot_id: str) -> SnapshotInfo: ...
@@ -155,7 +159,7 @@ class Runtime(Protocol):
     async def delete_snapshot(self, snapshot_id: str) -> None: ...
 
     async def exec(
-        self, machine_id: str, argv: list[str], user: str = "root"
+        self, machine_id: str, argv: builtins.list[str], user: str = "root"
     ) -> ExecResult:
         """Run a command inside; for tests, checkouts and health checks."""
 
