@@ -82,7 +82,7 @@ class StreamTransport(asyncio.Transport):
             protocol.connection_lost(error)
         self.close()
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:  # type: ignore[override]
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._closing:
             self._stream.writer.write(data)
 
@@ -226,7 +226,7 @@ class Connection(asyncssh.SSHServer):
 
     # -- authentication ------------------------------------------------------
 
-    async def begin_auth(self, username: str) -> bool:  # type: ignore[override]
+    async def begin_auth(self, username: str) -> bool:
         self.username = usernames.redact(username)
         login = usernames.parse(username)
         if login is None:
@@ -239,7 +239,7 @@ class Connection(asyncssh.SSHServer):
     def password_auth_supported(self) -> bool:
         return True
 
-    async def validate_password(self, username: str, password: str) -> bool:  # type: ignore[override]
+    async def validate_password(self, username: str, password: str) -> bool:
         return await self._admit_username(username, password)
 
     def kbdint_auth_supported(self) -> bool:

@@ -36,7 +36,7 @@ class TcpHalf(asyncssh.SSHTCPSession[bytes]):
     def _out(self) -> SSHChannel[bytes] | None:
         return self.peer.chan if self.peer is not None else None
 
-    def connection_made(self, chan: SSHChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: SSHChannel[bytes]) -> None:
         self.chan = chan
         if self.peer is not None and self.peer.chan is not None:
             self.peer.release()
@@ -122,7 +122,7 @@ class ClientSession(asyncssh.SSHServerSession[bytes]):
         self._eof = False
         self._closed = False
 
-    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
 
     def pty_requested(
