@@ -21,7 +21,7 @@ def make_runtime(settings: Settings) -> Runtime:
     if choice == "auto":
         from jjhub.runtime import accel
 
-        choice = "qemu" if accel.kvm_works(settings.data_dir) else "runc"
+        choice = "qemu" if accel.kvm_works(settings.image_dir) else "runc"
         log.info("runtime chosen %s", kv(runtime=choice, reason="auto"))
     if choice == "qemu":
         from jjhub.runtime.qemu import QemuRuntime
