@@ -348,6 +348,36 @@ async def test_suspended_state_of_another_qemu_is_refused(
     assert (await runtime.inspect(machine_id)).state == MachineState.RUNNING
 
 
+async def test_snapshot_of_another_driver_is_refused(
+    vm: tuple[QemuRuntime, str], ssh_key: tuple[Path, str]
+) -> None:
+    runtime, _ = vm
+    foreign = runtime.snapshots_dir / f"runc-{uuid.uuid4().hex[:8]}"
+    foreign.mkdir(parents=True)
+    (foreign / "meta.json").write_text("{}")
+    target = f"x-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(IncompatibleSnapshot, match="not made by the qemu driver"):
+        await runtime.create(_spec(target, ssh_key[1]), snapshot_id=foreign.name)
+    assert not runtime.machine_dir(target).exists()
+    await runtime.delete_snapshot(foreign.name)
+
+
+async def test_fork_of_a_suspended_machine_leaves_it_suspended(
+    vm: tuple[QemuRuntime, str], qemu_dir: Path, ssh_key: tuple[Path, str]
+) -> None:
+    runtime, machine_id = vm
+    fork_id = f"f-{uuid.uuid4().hex[:8]}"
+    await runtime.suspend(machine_id)
+    try:
+        await runtime.fork(machine_id, [_spec(fork_id, ssh_key[1])])
+        assert (await runtime.inspect(machine_id)).state == MachineState.SUSPENDED
+        assert await _counter_pid_alive(runtime, fork_id, _counter_pid(qemu_dir))
+        assert await _sh(runtime, fork_id, "hostname") == fork_id
+    finally:
+        await runtime.delete(fork_id)
+        await runtime.resume(machine_id)
+
+
 async def test_a_new_runtime_rediscovers_running_machines(
     vm: tuple[QemuRuntime, str],
 ) -> None:
@@ -367,6 +397,19 @@ async def test_unknown_machine(vm: tuple[QemuRuntime, str]) -> None:
     with pytest.raises(MachineNotFound):
         await runtime.suspend("nope")
     await runtime.delete("nope")
+
+
+async def test_restart_boots_again_keeping_files_not_processes(
+    vm: tuple[QemuRuntime, str], qemu_dir: Path, ssh_key: tuple[Path, str]
+) -> None:
+    """Last on the shared machine: a cold boot ends the counter."""
+    runtime, machine_id = vm
+    await _sh(runtime, machine_id, "echo kept > /home/developer/kept; sync")
+    await runtime.restart(_spec(machine_id, ssh_key[1]))
+    assert await _sh(runtime, machine_id, "cat /home/developer/kept") == "kept"
+    pid = _counter_pid(qemu_dir)
+    assert not await _counter_pid_alive(runtime, machine_id, pid)
+    assert (await runtime.inspect(machine_id)).state == MachineState.RUNNING
 
 
 def test_capabilities_say_memory_is_kept(tmp_path: Path) -> None:
