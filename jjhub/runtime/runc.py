@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import hashlib
 import json
 import logging
@@ -100,7 +101,14 @@ class RuncRuntime:
         await self.network.ensure()
 
     async def remove_host_network(self) -> bool:
-        """Remove this CIDR's bridge and NAT table if no machine uses them."""
+        """Remove this CIDR's bridge and NAT table if no machine uses them.
+
+        The empty parent cgroups of this data directory go too, so a server
+        that is gone for good leaves nothing on the host.
+        """
+        for parent in Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}"):
+            with contextlib.suppress(OSError):
+                parent.rmdir()  # only succeeds when no machine is inside
         return await self.network.remove()
 
     # Lifecycle
