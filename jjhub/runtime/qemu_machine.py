@@ -167,6 +167,11 @@ def kernel_cmdline(config: MachineConfig) -> str:
     return f"{KERNEL_CMDLINE} {extra}"
 
 
+def _path(path: Path | str) -> str:
+    """A path inside a QEMU option string, where a comma must be doubled."""
+    return str(path).replace(",", ",,")
+
+
 def qemu_argv(config: MachineConfig, directory: Path, incoming: bool) -> list[str]:
     """The full command line; socket paths are relative to `directory`."""
     memory = f"{config.memory_mib}M"
@@ -187,13 +192,17 @@ def qemu_argv(config: MachineConfig, directory: Path, incoming: bool) -> list[st
         *("-cpu", "host" if config.accel == "kvm" else "max"),
         *("-smp", str(config.cpus), "-m", memory),
         "-object",
-        f"memory-backend-file,id=mem,size={memory},mem-path={directory / RAM},share=on",
+        f"memory-backend-file,id=mem,size={memory},mem-path={_path(directory / RAM)},"
+        "share=on",
         *("-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"),
         *("-kernel", config.kernel, "-initrd", config.initrd),
         *("-append", kernel_cmdline(config)),
-        *("-chardev", f"file,id=console,path={directory / 'console.log'},append=on"),
+        *(
+            "-chardev",
+            f"file,id=console,path={_path(directory / 'console.log')},append=on",
+        ),
         *("-serial", "chardev:console"),
-        *("-drive", f"id=root,file={directory / DISK},format=qcow2,if=none"),
+        *("-drive", f"id=root,file={_path(directory / DISK)},format=qcow2,if=none"),
         *("-device", "virtio-blk-device,drive=root"),
         *("-netdev", "user,id=net0"),
         *("-device", "virtio-net-device,netdev=net0"),

@@ -146,15 +146,12 @@ def serve_port(port):
                 continue
             nonce, header = port.wait_for_header()
             port.write_all(MAGIC + b"A" + nonce)
-            log("session", path, header.get("op"))
             run_session(port, header)
-            log("session done", path)
         except HostGone:
-            log("host gone", path)
             port.buffer = b""
             time.sleep(IDLE_POLL_SECONDS)
         except NewSession:
-            log("session replaced", path)
+            pass
         except Exception as error:  # keep serving whatever one session did
             log("session failed", path, repr(error))
             with contextlib.suppress(Exception):
