@@ -80,8 +80,13 @@ def revoke_all(db: Session, workspace_id: str) -> None:
     )
 
 
+# Expired tokens are kept this long so a refusal can still say "expired".
+PURGE_AFTER = timedelta(hours=1)
+
+
 def purge_expired(db: Session, now: datetime | None = None) -> int:
+    cutoff = (now or utcnow()) - PURGE_AFTER
     result = db.execute(
-        delete(SshAccessToken).where(SshAccessToken.expires_at <= (now or utcnow()))
+        delete(SshAccessToken).where(SshAccessToken.expires_at <= cutoff)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncssh
@@ -382,10 +383,11 @@ def test_bad_tokens_are_refused_with_one_answer(server, api, workspace, other):
     expired = ssh_info(api, workspace)
     digest = hashlib.sha256(expired["access_token"].encode()).hexdigest()
     with sqlite3.connect(server.data_dir / "jjhub.db") as db:
+        # Expired a minute ago: refused, and not yet purged by the lifecycle loop.
+        a_minute_ago = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=1)
         db.execute(
-            "UPDATE ssh_access_tokens SET expires_at = '2000-01-01 00:00:00' "
-            "WHERE token_hash = ?",
-            (digest,),
+            "UPDATE ssh_access_tokens SET expires_at = ? WHERE token_hash = ?",
+            (a_minute_ago.isoformat(sep=" "), digest),
         )
 
     doomed = create_workspace(api, "doomed")
