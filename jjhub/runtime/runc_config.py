@@ -270,5 +270,8 @@ def boot_files(spec: MachineSpec, address: str, nameserver: str) -> dict[str, st
             "::1\tlocalhost ip6-localhost ip6-loopback\n"
             f"127.0.1.1\t{name}\n"
             f"{address}\t{name}\n"
+            # sshd -i names its peer "UNKNOWN" and PAM's audit resolves it;
+            # answered here, logins never wait on DNS (5 s under concurrency).
+            "127.0.0.1\tUNKNOWN\n"
         ),
     }
