@@ -72,4 +72,6 @@ def from_environment() -> Settings:
         rate_limit_per_minute=int(_env("RATE_LIMIT", "120")),
         network_cidr=_env("NETWORK_CIDR", "10.203.0.0/22"),
         lifecycle_interval_seconds=float(_env("LIFECYCLE_INTERVAL", "5")),
+        starting_timeout_seconds=int(_env("STARTING_TIMEOUT", "600")),
+        session_idle_seconds=int(_env("SESSION_IDLE_TIMEOUT", "1800")),
     )

@@ -1,0 +1,72 @@
+"""Idle legacy sessions end by themselves, and the last one suspends its workspace."""
+
+from __future__ import annotations
+
+import time
+
+from tests.support.server import JJHubServer
+
+
+def test_an_idle_session_ends_and_suspends_its_workspace(data_dir):
+    server = JJHubServer(
+        data_dir,
+        env={"JJHUB_LIFECYCLE_INTERVAL": "0.5", "JJHUB_SESSION_IDLE_TIMEOUT": "2"},
+    ).start()
+    try:
+        token = server.create_user("sid")
+        with server.client(token) as api:
+            api.post("/api/user/repos", json={"name": "r"})
+            session = api.post("/api/repos/sid/r/workspace/sessions", json={}).json()
+            assert session["idle_timeout_secs"] == 2
+            url = f"/api/repos/sid/r/workspace/sessions/{session['id']}"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if api.get(url).json()["status"] == "stopped":
+                    break
+                time.sleep(0.3)
+            assert api.get(url).json()["status"] == "stopped"
+            workspace = api.get(
+                f"/api/repos/sid/r/workspaces/{session['workspace_id']}"
+            ).json()
+            assert workspace["status"] == "suspended"
+        log = server.log_path.read_text()
+        assert (
+            f"session status id={session['id']} status=stopped cause=idle_timeout"
+            in log
+        )
+        assert "status=suspended cause=session_end" in log
+    finally:
+        server.stop()
+        server.cleanup_machines()
+
+
+def test_a_workspace_stuck_in_starting_becomes_failed(data_dir):
+    """A server killed mid-create leaves `starting`; the loop fails it later."""
+    import sqlite3
+
+    server = JJHubServer(
+        data_dir,
+        env={"JJHUB_LIFECYCLE_INTERVAL": "0.5", "JJHUB_STARTING_TIMEOUT": "1"},
+    ).start()
+    try:
+        token = server.create_user("stu")
+        with server.client(token) as api:
+            api.post("/api/user/repos", json={"name": "r"})
+            workspace = api.post("/api/repos/stu/r/workspaces", json={}).json()
+            with sqlite3.connect(data_dir / "jjhub.db") as db:
+                db.execute(
+                    "UPDATE workspaces SET status = 'starting' WHERE id = ?",
+                    (workspace["id"],),
+                )
+            url = f"/api/repos/stu/r/workspaces/{workspace['id']}"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if api.get(url).json()["status"] == "failed":
+                    break
+                time.sleep(0.3)
+            failed = api.get(url).json()
+        assert failed["status"] == "failed"
+        assert "still starting" in failed["status_reason"]
+    finally:
+        server.stop()
+        server.cleanup_machines()
