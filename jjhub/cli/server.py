@@ -9,10 +9,21 @@ import click
 
 from jjhub import config, logs
 
-ENV = "Environment: JJHUB_{name}."
+ENVIRONMENT_ONLY = """\b
+Settings with no flag (environment only):
+  JJHUB_RATE_LIMIT            API requests a minute per token (120)
+  JJHUB_SSH_TOKEN_TTL         lifetime of SSH access tokens, seconds (86400)
+  JJHUB_LIFECYCLE_INTERVAL    seconds between lifecycle passes (5)
+  JJHUB_STARTING_TIMEOUT      seconds before a stuck create is failed (600)
+  JJHUB_SESSION_IDLE_TIMEOUT  seconds before an idle legacy session ends (1800)
+  JJHUB_IMAGE_DIR             base images (DATA_DIR/images)
+  JJHUB_DEBIAN_MIRROR         mirror for the base image (deb.debian.org)
+  JJHUB_QEMU_ACCEL            kvm, tcg or auto (auto probes KVM once per boot)
+  JJHUB_DATABASE_URL          SQLAlchemy URL (SQLite in the data directory)
+"""
 
 
-@click.command()
+@click.command(epilog=ENVIRONMENT_ONLY)
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
