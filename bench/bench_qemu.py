@@ -81,7 +81,7 @@ def settle(path: Path) -> None:
 
 async def bench_size(
     runtime: QemuRuntime, memory_mib: int, rounds: int, fill: float
-) -> dict[str, object]:
+) -> dict[str, float]:
     machine = f"b{memory_mib}-{uuid.uuid4().hex[:6]}"
     times: dict[str, list[float]] = {}
 
@@ -133,7 +133,7 @@ def machine_description() -> list[str]:
 
 
 def write_results(
-    rows: list[dict[str, object]], accel: str, fill: float, rounds: int, storage: str
+    rows: list[dict[str, float]], accel: str, fill: float, rounds: int, storage: str
 ) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"qemu-{accel}-{time.strftime('%Y-%m-%d')}.md"
@@ -152,12 +152,12 @@ def write_results(
         cells = [f"{row[verb]:.2f} s" for verb in verbs]
         state = f"{int(row['state_bytes']) // 1024} KB"
         lines.append(
-            f"| {row['memory_mib']} MB | " + " | ".join(cells) + f" | {state} |"
+            f"| {int(row['memory_mib'])} MB | " + " | ".join(cells) + f" | {state} |"
         )
     if len(rows) == 2:
         small, large = rows
         for verb in ("fork", "snapshot"):
-            ratio = float(large[verb]) / float(small[verb])
+            ratio = large[verb] / small[verb]
             lines.append("")
             lines.append(
                 f"{verb}: {large['memory_mib']} MB / {small['memory_mib']} MB = {ratio:.2f}x"

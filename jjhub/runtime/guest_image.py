@@ -214,10 +214,10 @@ def _module_files(kernel: HostKernel) -> list[str]:
         ordered.append(path)
 
     for name in MODULES:
-        path = by_name.get(name.replace("-", "_"))
-        if path is None:
+        found = by_name.get(name.replace("-", "_"))
+        if found is None:
             raise RuntimeFailure(f"kernel {kernel.release} has no module {name}")
-        add(path)
+        add(found)
     return ordered
 
 

@@ -17,6 +17,7 @@ port is shared and forks never clash. See docs/runtime-qemu.md.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
@@ -102,7 +103,8 @@ def _hostname(machine_id: str) -> str:
 def _is_qemu_machine(directory: Path) -> bool:
     """True for a machine directory of this driver (runc's share the layout)."""
     try:
-        return json.loads((directory / CONFIG_FILE).read_text()).get("driver") == "qemu"
+        data = json.loads((directory / CONFIG_FILE).read_text())
+        return bool(data.get("driver") == "qemu")
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -361,7 +363,7 @@ class QemuRuntime:
             return MachineInfo(machine_id, MachineState.SUSPENDED)
         return MachineInfo(machine_id, MachineState.STOPPED)
 
-    async def list(self) -> list[MachineInfo]:
+    async def list(self) -> builtins.list[MachineInfo]:
         if not self.machines_dir.exists():
             return []
         found = []
@@ -372,7 +374,9 @@ class QemuRuntime:
 
     # Fork and snapshot -------------------------------------------------------
 
-    async def fork(self, machine_id: str, new_specs: list[MachineSpec]) -> None:
+    async def fork(
+        self, machine_id: str, new_specs: builtins.list[MachineSpec]
+    ) -> None:
         """Running copies that continue from this moment; the source goes on."""
         source = self._existing(machine_id)
         targets = [self.machine_dir(spec.machine_id) for spec in new_specs]
@@ -409,7 +413,7 @@ class QemuRuntime:
         )
 
     async def _capture(
-        self, source: Path, config: MachineConfig, targets: list[Path]
+        self, source: Path, config: MachineConfig, targets: builtins.list[Path]
     ) -> None:
         """Copy RAM, disk and device state of `source` into each target.
 
@@ -524,7 +528,7 @@ class QemuRuntime:
     # Guest access ------------------------------------------------------------
 
     async def exec(
-        self, machine_id: str, argv: list[str], user: str = "root"
+        self, machine_id: str, argv: builtins.list[str], user: str = "root"
     ) -> ExecResult:
         directory = self._require_running(machine_id)
         return await qemu_agent.run(directory, argv, user=user)

@@ -155,7 +155,12 @@ async def run(
     ack_timeout: float = 30.0,
 ) -> ExecResult:
     """Run a command in the guest and collect its output and exit code."""
-    header = {"op": "exec", "argv": argv, "user": user, "env": env or {}}
+    header: dict[str, object] = {
+        "op": "exec",
+        "argv": argv,
+        "user": user,
+        "env": env or {},
+    }
     channel = await open_channel(machine_dir, header, ack_timeout)
     try:
         if stdin:

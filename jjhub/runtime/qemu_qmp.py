@@ -75,7 +75,8 @@ class Qmp:
         line = await self._reader.readline()
         if not line:
             raise ConnectionResetError("QEMU closed its QMP socket")
-        return json.loads(line)
+        message: dict[str, Any] = json.loads(line)
+        return message
 
     async def execute(self, command: str, **arguments: Any) -> Any:
         """Run a command and return its `return` value; raise QmpError on error."""
