@@ -12,6 +12,7 @@ from jjhub import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "server": ("jjhub.cli.server", "server", "Run the workspace server."),
     "admin": ("jjhub.cli.admin", "admin", "Manage users, tokens and organisations."),
+    "image": ("jjhub.cli.image", "image", "Build the base images ahead of time."),
     "auth": ("jjhub.cli.auth", "auth", "Log in to a server, show status, log out."),
     "repo": ("jjhub.cli.repo", "repo", "Create, view and list repositories."),
     "workspace": ("jjhub.cli.workspace", "workspace", "Create and use workspaces."),
