@@ -80,9 +80,12 @@ SNAPSHOT_FILE = "snapshot.json"
 IDENTITY_SCRIPT = r"""
 set -e
 name="$1" user="$2" key="$3" seed="$4" env="$5" stamp="$6"
-hostname "$name"
+# The kernel takes the machine id as it is; hostname(1) refuses its "_".
+printf '%s' "$name" > /proc/sys/kernel/hostname
 echo "$name" > /etc/hostname
-printf '127.0.0.1 localhost\n127.0.1.1 %s\n::1 localhost\n' "$name" > /etc/hosts
+# UNKNOWN is how sshd -i names its peer; PAM resolves it, so answer locally.
+printf '127.0.0.1 localhost\n127.0.1.1 %s\n::1 localhost\n127.0.0.1 UNKNOWN\n' \
+    "$name" > /etc/hosts
 printf '%s' "$seed" > /dev/urandom
 printf '%s\n' "$(echo "$seed" | cut -c1-32)" > /etc/machine-id
 mkdir -p /etc/ssh/authorized_keys
@@ -96,7 +99,8 @@ date -u -s "@$stamp" > /dev/null
 
 
 def _hostname(machine_id: str) -> str:
-    name = re.sub(r"[^a-z0-9-]", "-", machine_id.lower()).strip("-")
+    """The machine id, as runc machines use it (the kernel takes `_`)."""
+    name = re.sub(r"[^a-z0-9_-]", "-", machine_id.lower()).strip("-")
     return name[:63] or "workspace"
 
 
