@@ -23,8 +23,9 @@ from jjhub.store.models import (
     WorkspaceSnapshot,
     utcnow,
 )
-from jjhub.workspaces.errors import from_runtime, not_allowed, snapshot_not_found
+from jjhub.workspaces.errors import from_runtime, not_allowed
 from jjhub.workspaces.service import ID_ALPHABET, CreateRequest, WorkspaceService
+from jjhub.workspaces.service import owned_snapshot as get_snapshot
 from jjhub.workspaces.states import COPYABLE, Status
 
 log = logging.getLogger(__name__)
@@ -117,20 +118,6 @@ async def snapshot(
         "snapshot taken %s",
         kv(workspace=workspace_id, snapshot=snapshot_id, bytes=info.size_bytes),
     )
-    return row
-
-
-def get_snapshot(
-    db: Session, user: User, repo: Repository, snapshot_id: str
-) -> WorkspaceSnapshot:
-    row = db.get(WorkspaceSnapshot, snapshot_id)
-    if (
-        row is None
-        or row.deleted_at is not None
-        or row.user_id != user.id
-        or row.repository_id != repo.id
-    ):
-        raise snapshot_not_found()
     return row
 
 

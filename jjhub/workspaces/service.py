@@ -56,6 +56,21 @@ def new_machine_id() -> str:
     return "vm_" + "".join(secrets.choice(ID_ALPHABET) for _ in range(12))
 
 
+def owned_snapshot(
+    db: Session, user: User, repo: Repository, snapshot_id: str
+) -> WorkspaceSnapshot:
+    """The caller's live snapshot in this repository; 404 for anything else."""
+    row = db.get(WorkspaceSnapshot, snapshot_id)
+    if (
+        row is None
+        or row.deleted_at is not None
+        or row.user_id != user.id
+        or row.repository_id != repo.id
+    ):
+        raise snapshot_not_found()
+    return row
+
+
 @dataclass(frozen=True)
 class CreateRequest:
     name: str | None = None
@@ -128,7 +143,8 @@ class WorkspaceService:
         if request.size not in SIZES:
             raise Invalid("size must be small, medium or large", field="size")
         if request.snapshot_id:
-            snapshot = self._owned_snapshot(user, repo, request.snapshot_id)
+            with self.db.session() as db:
+                snapshot = owned_snapshot(db, user, repo, request.snapshot_id)
             workspace = await self._create(user, repo, request, snapshot=snapshot)
             return workspace, True
         async with self.locks.hold(f"primary:{repo.id}:{user.id}"):
@@ -165,20 +181,6 @@ class WorkspaceService:
             query = query.where(Workspace.name == name)
         with self.db.session() as db:
             return db.scalar(query.order_by(Workspace.created_at.desc()).limit(1))
-
-    def _owned_snapshot(
-        self, user: User, repo: Repository, snapshot_id: str
-    ) -> WorkspaceSnapshot:
-        with self.db.session() as db:
-            snapshot = db.get(WorkspaceSnapshot, snapshot_id)
-            if (
-                snapshot is None
-                or snapshot.deleted_at is not None
-                or snapshot.user_id != user.id
-                or snapshot.repository_id != repo.id
-            ):
-                raise snapshot_not_found()
-            return snapshot
 
     def _defaults(
         self, repo: Repository, request: CreateRequest
