@@ -8,9 +8,8 @@ the API can tell users the truth instead of guessing.
 
 from __future__ import annotations
 
-import builtins
-
 import asyncio
+import builtins
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import subprocess
@@ -220,26 +221,37 @@ def test_ten_concurrent_creates_give_one_primary_workspace(server):
 def test_a_suspend_and_a_resume_fired_together_end_running(server, token, api):
     primary = api.post(f"{REPO}/workspaces", json={}).json()
     url = f"{REPO}/workspaces/{primary['id']}"
+    address = httpx.URL(server.url)
 
-    async def race() -> list[httpx.Response]:
-        async with httpx.AsyncClient(
-            base_url=server.url,
-            headers={"Authorization": f"token {token}"},
-            timeout=120,
-        ) as client:
-            # Two open connections first, so neither request waits on a handshake.
-            await asyncio.gather(client.get(url), client.get(url))
-            suspend = asyncio.create_task(client.post(f"{url}/suspend"))
-            # Sent a moment later, so it arrives during or just after the suspend.
+    def request(verb: str) -> bytes:
+        return (
+            f"POST {url}/{verb} HTTP/1.1\r\nHost: {address.host}\r\n"
+            f"Authorization: token {token}\r\nContent-Length: 0\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+
+    async def race() -> list[tuple[int, dict]]:
+        # Raw sockets, both connected first: the suspend's bytes are with the
+        # server before the resume is written (an HTTP client task may send
+        # later than it was started, which once let the resume arrive first).
+        ends = [await asyncio.open_connection(address.host, address.port) for _ in "ab"]
+        for (_, writer), verb in zip(ends, ["suspend", "resume"], strict=True):
+            writer.write(request(verb))
+            await writer.drain()
+            # A moment later, so the resume lands during or just after the suspend.
             await asyncio.sleep(0.005)
-            resume = asyncio.create_task(client.post(f"{url}/resume"))
-            return [await suspend, await resume]
+        answers = []
+        for reader, writer in ends:
+            head, _, body = (await reader.read()).partition(b"\r\n\r\n")
+            writer.close()
+            answers.append((int(head.split()[1]), json.loads(body)))
+        return answers
 
     for _ in range(5):
-        suspend, resume = asyncio.run(race())
-        assert suspend.status_code == 200
-        assert resume.status_code == 200
-        assert resume.json()["status"] == "running"
+        (suspend_status, _), (resume_status, resumed) = asyncio.run(race())
+        assert suspend_status == 200
+        assert resume_status == 200
+        assert resumed["status"] == "running"
         assert api.get(url).json()["status"] == "running"
 
 
