@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,19 +180,46 @@ def test_snapshots_are_listed_with_pagination(api, source):
     assert {s["workspace_id"] for s in by_workspace.json()} == {source["id"]}
 
 
-def test_fork_and_snapshot_of_a_stopped_workspace_answer_409_and_change_nothing(
-    api, source
+def test_fork_and_snapshot_of_a_stopped_or_failed_workspace_answer_409_and_change_nothing(
+    server, api, source
 ):
-    doomed = api.post(f"{REPO}/workspaces/{source['id']}/fork", json={}).json()
-    api.delete(f"{REPO}/workspaces/{doomed['id']}")
+    stopped = api.post(f"{REPO}/workspaces/{source['id']}/fork", json={}).json()
+    api.delete(f"{REPO}/workspaces/{stopped['id']}")
+    failed = api.post(f"{REPO}/workspaces/{source['id']}/fork", json={}).json()
+    remove_machine_behind_the_servers_back(server, failed)
+    wait_for_status(api, failed, "failed")
+
     total = api.get(f"{REPO}/workspaces").headers["X-Total-Count"]
     snapshots = api.get(f"{REPO}/workspace-snapshots").headers["X-Total-Count"]
-    for verb in ("fork", "snapshot"):
-        response = api.post(f"{REPO}/workspaces/{doomed['id']}/{verb}", json={})
-        assert response.status_code == 409
-        assert "stopped" in response.json()["message"]
+    for workspace, status in ((stopped, "stopped"), (failed, "failed")):
+        for verb in ("fork", "snapshot"):
+            response = api.post(f"{REPO}/workspaces/{workspace['id']}/{verb}", json={})
+            assert response.status_code == 409
+            assert status in response.json()["message"]
     assert api.get(f"{REPO}/workspaces").headers["X-Total-Count"] == total
     assert api.get(f"{REPO}/workspace-snapshots").headers["X-Total-Count"] == snapshots
+    api.delete(f"{REPO}/workspaces/{failed['id']}")
+
+
+def remove_machine_behind_the_servers_back(
+    server: JJHubServer, workspace: dict
+) -> None:
+    machine = workspace["freestyle_vm_id"]
+    runc_root = str(server.data_dir / "runc")
+    subprocess.run(
+        ["runc", "--root", runc_root, "delete", "--force", machine], check=True
+    )
+
+
+def wait_for_status(api, workspace: dict, status: str) -> None:
+    """Poll until the server's reconciliation sets `status`."""
+    url = f"{REPO}/workspaces/{workspace['id']}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if api.get(url).json()["status"] == status:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{workspace['id']} never became {status}")
 
 
 def test_a_fork_that_fails_midway_leaves_no_half_made_workspace(xfs_root):
