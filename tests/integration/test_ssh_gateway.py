@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import os
 import shlex
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -266,6 +267,67 @@ def test_twenty_parallel_sessions_all_succeed(api, workspace):
     for n, result in enumerate(results):
         assert result.returncode == 0, result.stderr
         assert result.stdout == f"n{n}\n"
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def _children(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+def test_a_stuck_client_neither_blocks_others_nor_grows_the_gateway(
+    server, api, workspace
+):
+    """A client that stops reading is held back by SSH flow control."""
+    port, _ = destination(ssh_info(api, workspace))
+    silent = socket.create_connection(("127.0.0.1", int(port)))
+    flood = subprocess.Popen(
+        [*ssh_argv(ssh_info(api, workspace)), "cat /dev/zero"],
+        stdout=subprocess.PIPE,  # never read: the client's socket fills up
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1)
+        before = _rss_kib(server.process.pid)
+        time.sleep(3)
+        # Unbounded buffering would hold hundreds of MiB by now.
+        assert _rss_kib(server.process.pid) - before < 32 * 1024
+        results = [ssh(ssh_info(api, workspace), f"echo alive{n}") for n in range(3)]
+        assert [r.stdout for r in results] == [f"alive{n}\n" for n in range(3)]
+        assert flood.poll() is None
+    finally:
+        flood.kill()
+        flood.wait()
+        silent.close()
+
+
+def test_finished_connections_leave_no_fds_processes_or_memory_behind(
+    server, api, workspace
+):
+    pid = server.process.pid
+    infos = [ssh_info(api, workspace) for _ in range(110)]
+
+    def burst(batch: list[dict]) -> None:
+        with ThreadPoolExecutor(10) as pool:
+            results = list(pool.map(lambda info: ssh(info, "true"), batch))
+        assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+
+    burst(infos[:10])  # warm up: imports, caches, the pool of threads
+    time.sleep(1)
+    fds, rss = len(os.listdir(f"/proc/{pid}/fd")), _rss_kib(pid)
+    children = len(_children(pid))
+    for start in range(10, 110, 20):
+        burst(infos[start : start + 20])
+    time.sleep(1)
+    assert len(os.listdir(f"/proc/{pid}/fd")) <= fds + 2
+    assert len(_children(pid)) <= children
+    # 100 connections; a leak of each one's state would show as megabytes.
+    assert _rss_kib(pid) - rss < 16 * 1024
 
 
 async def _asyncssh_run(info: dict, **auth: object) -> str:
