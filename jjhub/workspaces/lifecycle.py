@@ -30,6 +30,9 @@ class LifecycleLoop:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.workspaces = services.workspaces
+        # Machines the database does not know, already logged: each pass would
+        # otherwise repeat the same warning every few seconds.
+        self._reported_unknown: set[str] = set()
 
     async def run(self) -> None:
         interval = self.services.settings.lifecycle_interval_seconds
@@ -91,12 +94,13 @@ class LifecycleLoop:
                 )
             else:
                 await self.workspaces.sync_status(workspace.id, state)
-        for machine_id in machines.keys() - known:
-            if not self._is_known(machine_id):
-                log.warning(
-                    "runtime has a machine the database does not know; left alone %s",
-                    kv(machine=machine_id),
-                )
+        unknown = {m for m in machines.keys() - known if not self._is_known(m)}
+        for machine_id in sorted(unknown - self._reported_unknown):
+            log.warning(
+                "runtime has a machine the database does not know; left alone %s",
+                kv(machine=machine_id, state=machines[machine_id].state),
+            )
+        self._reported_unknown = unknown
 
     def _is_known(self, machine_id: str) -> bool:
         with self.services.db.session() as db:

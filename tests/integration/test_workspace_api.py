@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -256,3 +257,41 @@ def test_a_machine_removed_behind_the_servers_back_fails_and_recover_brings_it_b
     assert (
         runc_exec(server.data_dir, machine, "cat ~/recover.txt").strip() == "survives"
     )
+
+
+def test_a_machine_the_database_does_not_know_is_reported_once_and_left_alone(
+    server, alice
+):
+    with server.client(alice["token"]) as api:
+        assert api.post("/api/user/repos", json={"name": "stray"}).status_code == 201
+        stray = api.post("/api/repos/alice/stray/workspaces", json={}).json()
+    machine = stray["freestyle_vm_id"]
+    runc_exec(server.data_dir, machine, "echo mine > ~/keep.txt")
+    # The row now names another machine: the real one is unknown to the server.
+    with sqlite3.connect(server.data_dir / "jjhub.db") as db:
+        db.execute(
+            "UPDATE workspaces SET machine_id = 'vm_elsewhere', status = 'stopped'"
+            " WHERE id = ?",
+            (stray["id"],),
+        )
+    try:
+        message = f"database does not know; left alone machine={machine}"
+        deadline = time.monotonic() + 60
+        while message not in server.log_path.read_text():
+            assert time.monotonic() < deadline, "the unknown machine was not reported"
+            time.sleep(0.5)
+        time.sleep(3)  # three more passes of the loop
+        assert server.log_path.read_text().count(message) == 1
+        assert runc_state(server.data_dir, machine) == "running"
+        assert runc_exec(server.data_dir, machine, "cat ~/keep.txt").strip() == "mine"
+    finally:
+        # Hand the machine back, so that the server's delete removes all of it.
+        with sqlite3.connect(server.data_dir / "jjhub.db") as db:
+            db.execute(
+                "UPDATE workspaces SET machine_id = ?, status = 'running' WHERE id = ?",
+                (machine, stray["id"]),
+            )
+        with server.client(alice["token"]) as api:
+            url = f"/api/repos/alice/stray/workspaces/{stray['id']}"
+            assert api.delete(url).status_code == 204
+        assert runc_state(server.data_dir, machine) == "missing"
