@@ -162,6 +162,9 @@ class Connection(asyncssh.SSHServer):
         self.channels = 0
         self.refusal = ""
         self._touched = 0.0
+        self._waking: asyncio.Task[None] | None = None
+        self._wake_wanted = False
+        self._wake_checked = 0.0
 
     # -- connection ----------------------------------------------------------
 
@@ -174,6 +177,8 @@ class Connection(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gateway.connections.discard(self)
+        if self._waking is not None:
+            self._waking.cancel()
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             upstream.close()
@@ -223,6 +228,38 @@ class Connection(asyncssh.SSHServer):
                 self.gateway.backend.record_activity(self.target)
             except Exception:  # noqa: BLE001 - never break a relay over bookkeeping
                 log.exception("recording activity failed")
+        if not to_client:
+            self.wake()
+
+    def wake(self) -> None:
+        """Resume the workspace if it was suspended under this open connection.
+
+        A runc workspace suspended while a session is open keeps the connection
+        with its sshd frozen: the user's next keystroke or new channel should
+        bring it back, not hang until someone resumes it elsewhere. Checked at
+        most once a second, and always once more after the last input.
+        """
+        self._wake_wanted = True
+        if self.target is not None and self._waking is None:
+            self._waking = self.gateway.spawn(self._wake(self.target))
+
+    async def _wake(self, target: Target) -> None:
+        try:
+            while self._wake_wanted:
+                delay = self._wake_checked + ACTIVITY_INTERVAL - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                self._wake_wanted = False
+                self._wake_checked = time.monotonic()
+                await self.gateway.backend.ensure_running(target)
+        except NotConnectable as error:
+            log.info(
+                "ssh wake refused %s",
+                kv(peer=self.peer, machine=target.machine_id, reason=str(error)),
+            )
+            self.machine_lost()
+        finally:
+            self._waking = None
 
     # -- authentication ------------------------------------------------------
 
@@ -356,6 +393,7 @@ class Connection(asyncssh.SSHServer):
         if self.upstream is None:
             return False
         self.channels += 1
+        self.wake()
         return relay.ClientSession(self.upstream, self.touch, self.gateway.spawn)
 
     def connection_requested(
@@ -364,6 +402,7 @@ class Connection(asyncssh.SSHServer):
         if self.upstream is None:
             return False
         self.channels += 1
+        self.wake()
         return self._direct_tcpip(dest_host, dest_port, orig_host, orig_port)
 
     async def _direct_tcpip(

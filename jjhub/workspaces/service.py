@@ -520,6 +520,11 @@ class WorkspaceService:
     async def ensure_running(self, ws_id: str, cause: str) -> Workspace:
         """Wake a suspended workspace for a connection; refuse ended ones."""
         workspace = self._load(ws_id)
+        if workspace.status == Status.RUNNING and self.locks.busy(ws_id):
+            # An operation is under way, perhaps a suspend: let it finish first.
+            async with self.locks.hold(ws_id):
+                pass
+            workspace = self._load(ws_id)
         if workspace.status in ENDED:
             raise not_allowed("connect to", workspace.status)
         if workspace.status == Status.SUSPENDED:

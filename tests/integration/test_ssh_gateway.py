@@ -427,6 +427,36 @@ def test_a_suspended_workspace_wakes_on_connect(api):
     assert api.get(base).json()["status"] == "running"
 
 
+def test_typing_into_a_session_left_open_across_a_suspend_wakes_the_workspace(
+    server, api
+):
+    ws = create_workspace(api, "dozing")
+    base = workspace_url(ws)
+    session = subprocess.Popen(
+        [*ssh_argv(ssh_info(api, ws)), "echo ready; read line; echo got-$line"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert session.stdout is not None and session.stdin is not None
+        assert session.stdout.readline() == "ready\n"
+        assert api.post(f"{base}/suspend").json()["status"] == "suspended"
+
+        session.stdin.write("hello\n")
+        session.stdin.flush()
+        out, err = session.communicate(timeout=60)
+        assert session.returncode == 0, err
+        assert out == "got-hello\n"
+    finally:
+        session.kill()
+        session.wait()
+    assert api.get(base).json()["status"] == "running"
+    woken = f"status id={ws['id']} status=running cause=ssh_wake"
+    assert woken in server.log_path.read_text()
+
+
 def _refusal(info: dict, username: str) -> str:
     port, dest = destination(info)
     host = dest.rpartition("@")[2]
