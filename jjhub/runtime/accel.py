@@ -3,8 +3,9 @@
 `/dev/kvm` existing is not enough: under some nested hypervisors KVM accepts
 the VM and then hangs as soon as a guest kernel starts. The probe therefore
 boots the host's Debian kernel, without a root file system, and waits for the
-panic that ends its initialisation, giving up after `PROBE_TIMEOUT` seconds. The answer is cached per host boot
-in the image directory and logged once per process.
+panic that ends its initialisation, giving up after `PROBE_TIMEOUT` seconds.
+The answer is cached per host boot in the image directory and logged once per
+process, with QEMU's own error when the probe fails.
 
 `JJHUB_QEMU_ACCEL=kvm|tcg|auto` overrides the choice (`auto` by default).
 """
@@ -20,7 +21,7 @@ import select
 import subprocess
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from jjhub.logs import kv
 from jjhub.runtime.errors import RuntimeFailure
@@ -78,10 +79,14 @@ def _choose(choice: str, cache_dir: Path) -> str:
     if cached is not None:
         _log_once(cached, "cached probe")
         return cached
-    works, seconds = probe_kvm()
-    result = "kvm" if works else "tcg"
-    _write_cache(cache, result, seconds)
-    _log_once(result, f"probe {'passed' if works else 'failed'} in {seconds:.1f} s")
+    probe = probe_kvm()
+    result = "kvm" if probe.works else "tcg"
+    _write_cache(cache, result, probe.seconds)
+    verdict = "passed" if probe.works else "failed"
+    reason = f"probe {verdict} in {probe.seconds:.1f} s"
+    if not probe.works:
+        reason += f": {probe.detail}"
+    _log_once(result, reason)
     return result
 
 
@@ -116,7 +121,14 @@ def _write_cache(path: Path, accel: str, seconds: float) -> None:
     staging.replace(path)
 
 
-def probe_kvm(timeout: float = PROBE_TIMEOUT, cpu: str = "host") -> tuple[bool, float]:
+class Probe(NamedTuple):
+    works: bool
+    seconds: float
+    detail: str
+    """Why it failed, in QEMU's own last words, or how long it waited."""
+
+
+def probe_kvm(timeout: float = PROBE_TIMEOUT, cpu: str = "host") -> Probe:
     """Boot the host's Debian kernel under KVM, without a root file system.
 
     Reaching the panic about the missing root proves the kernel ran through
@@ -138,7 +150,7 @@ def probe_kvm(timeout: float = PROBE_TIMEOUT, cpu: str = "host") -> tuple[bool, 
     )
     assert process.stdout is not None
     try:
-        works = _wait_for_marker(process.stdout, started + timeout)
+        works, output = _wait_for_marker(process.stdout, started + timeout)
     finally:
         process.kill()
         try:
@@ -146,10 +158,12 @@ def probe_kvm(timeout: float = PROBE_TIMEOUT, cpu: str = "host") -> tuple[bool, 
         except subprocess.TimeoutExpired:
             log.warning("kvm probe did not exit after SIGKILL %s", kv(pid=process.pid))
         process.stdout.close()
-    return works, time.monotonic() - started
+    seconds = time.monotonic() - started
+    return Probe(works, seconds, _failure_detail(works, output, process, timeout))
 
 
-def _wait_for_marker(stream: IO[bytes], deadline: float) -> bool:
+def _wait_for_marker(stream: IO[bytes], deadline: float) -> tuple[bool, bytes]:
+    """Whether the panic marker appeared in time, and the output's tail."""
     output = b""
     while (remaining := deadline - time.monotonic()) > 0:
         ready, _, _ = select.select([stream], [], [], remaining)
@@ -158,7 +172,19 @@ def _wait_for_marker(stream: IO[bytes], deadline: float) -> bool:
         chunk = os.read(stream.fileno(), 65536)
         if not chunk:
             break
-        output = output[-256:] + chunk
+        output = output[-2048:] + chunk
         if PROBE_MARKER in output:
-            return True
-    return False
+            return True, output
+    return False, output
+
+
+def _failure_detail(
+    works: bool, output: bytes, process: subprocess.Popen[bytes], timeout: float
+) -> str:
+    if works:
+        return ""
+    if process.returncode not in (None, -9):
+        lines = output.decode(errors="replace").strip().splitlines()
+        said = [line.strip() for line in lines if line.startswith("qemu")][-2:]
+        return "; ".join(said) or f"qemu exited with status {process.returncode}"
+    return f"the guest kernel did not finish booting in {timeout:.0f} s under KVM"
