@@ -24,6 +24,7 @@ from jjhub.cli.output import (
     status_text,
     table,
 )
+from jjhub.cli.workspace_refs import resolve
 from jjhub.client import Client
 
 SIZES = ("small", "medium", "large")
@@ -33,7 +34,11 @@ PERSISTENCE = ("ephemeral", "sticky", "persistent")
 
 @click.group(cls=CommandGroup)
 def workspace() -> None:
-    """Cloud workspaces: create, connect, suspend, fork, snapshot, delete."""
+    """Cloud workspaces: create, connect, suspend, fork, snapshot, delete.
+
+    Wherever a command takes an ID, it also accepts a unique prefix of the id
+    (as tables print it) or the workspace's name (`primary`, `issue-42`).
+    """
 
 
 def _short(identifier: str) -> str:
@@ -175,8 +180,9 @@ def list_(limit: int, repo: str | None, as_json: bool) -> None:
 @json_option
 def view(workspace_id: str, repo: str | None, as_json: bool) -> None:
     """Show one workspace."""
+    full_name = repository(repo)
     with client() as api:
-        ws = api.get_workspace(repository(repo), workspace_id)
+        ws = api.get_workspace(full_name, resolve(api, full_name, workspace_id))
     if as_json:
         emit_json(ws)
     else:
@@ -189,8 +195,9 @@ def view(workspace_id: str, repo: str | None, as_json: bool) -> None:
 @json_option
 def status(workspace_id: str, repo: str | None, as_json: bool) -> None:
     """Show a workspace's status and uptime."""
+    full_name = repository(repo)
     with client() as api:
-        ws = api.get_workspace(repository(repo), workspace_id)
+        ws = api.get_workspace(full_name, resolve(api, full_name, workspace_id))
     result = {
         "id": ws["id"],
         "status": ws["status"],
@@ -216,12 +223,14 @@ def status(workspace_id: str, repo: str | None, as_json: bool) -> None:
 def delete(workspace_id: str, yes: bool, repo: str | None, as_json: bool) -> None:
     """Delete a workspace's machine (it stays listed as stopped)."""
     full_name = repository(repo)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise click.UsageError("pass --yes to delete without a prompt")
-        click.confirm(f"Delete workspace {workspace_id}?", abort=True, err=True)
-    with client() as api, Spinner("Deleting workspace"):
-        api.delete_workspace(full_name, workspace_id)
+    if not yes and not sys.stdin.isatty():
+        raise click.UsageError("pass --yes to delete without a prompt")
+    with client() as api:
+        workspace_id = resolve(api, full_name, workspace_id)
+        if not yes:
+            click.confirm(f"Delete workspace {workspace_id}?", abort=True, err=True)
+        with Spinner("Deleting workspace"):
+            api.delete_workspace(full_name, workspace_id)
     if as_json:
         emit_json({"status": "deleted", "id": workspace_id})
     else:
@@ -234,8 +243,10 @@ def _action(name: str, verb: str, doc: str) -> click.Command:
     @json_option
     def command(workspace_id: str, repo: str | None, as_json: bool) -> None:
         full_name = repository(repo)
-        with client() as api, Spinner(f"{verb} workspace"):
-            ws = getattr(api, f"{name}_workspace")(full_name, workspace_id)
+        with client() as api:
+            workspace_id = resolve(api, full_name, workspace_id)
+            with Spinner(f"{verb} workspace"):
+                ws = getattr(api, f"{name}_workspace")(full_name, workspace_id)
         if as_json:
             emit_json(ws)
         else:
@@ -271,8 +282,10 @@ def fork(
 ) -> None:
     """Copy a running or suspended workspace into new running ones."""
     full_name = repository(repo)
-    with client() as api, Spinner("Forking workspace"):
-        forks = api.fork_workspace(full_name, workspace_id, name=name, count=count)
+    with client() as api:
+        workspace_id = resolve(api, full_name, workspace_id)
+        with Spinner("Forking workspace"):
+            forks = api.fork_workspace(full_name, workspace_id, name=name, count=count)
     if as_json:
         emit_json(forks if count is not None else forks[0])
     else:
@@ -289,8 +302,10 @@ def snapshot(
 ) -> None:
     """Take a durable snapshot of a workspace."""
     full_name = repository(repo)
-    with client() as api, Spinner("Taking snapshot"):
-        snap = api.snapshot_workspace(full_name, workspace_id, name=name)
+    with client() as api:
+        workspace_id = resolve(api, full_name, workspace_id)
+        with Spinner("Taking snapshot"):
+            snap = api.snapshot_workspace(full_name, workspace_id, name=name)
     if as_json:
         emit_json(snap)
     else:
@@ -306,6 +321,8 @@ def snapshots(workspace_id: str | None, repo: str | None, as_json: bool) -> None
     """List snapshots, all or those of workspace ID."""
     full_name = repository(repo)
     with client() as api:
+        if workspace_id is not None:
+            workspace_id = resolve(api, full_name, workspace_id)
         rows = api.list_snapshots(full_name, workspace_id=workspace_id)
     if as_json:
         emit_json(rows)

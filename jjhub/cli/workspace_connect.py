@@ -20,6 +20,7 @@ import click
 from jjhub.cli import config_file
 from jjhub.cli.context import client, json_option, repo_option, repository
 from jjhub.cli.output import Spinner, emit_json, info, status_text
+from jjhub.cli.workspace_refs import resolve
 from jjhub.client import ApiError, Client, Unreachable
 
 ENDED = ("stopped", "failed")
@@ -247,6 +248,8 @@ def ssh(
                     chosen, _ = api.create_workspace(full_name)
                 info(f"Created workspace {chosen['name']} ({chosen['id']})")
             workspace_id = chosen["id"]
+        else:
+            workspace_id = resolve(api, full_name, workspace_id)
         if as_json and not command:
             info_, _ = wait_ssh_ready(
                 api, full_name, workspace_id, Deadline(wait_seconds)
@@ -267,6 +270,7 @@ def watch(workspace_id: str, repo: str | None, as_json: bool) -> None:
     last = None
     attempts = 0
     with client() as api:
+        workspace_id = resolve(api, full_name, workspace_id)
         while True:
             try:
                 for event in api.stream_workspace(full_name, workspace_id):

@@ -177,6 +177,32 @@ def test_delete_without_yes_refuses_when_it_cannot_ask(
     )
 
 
+def test_a_workspace_is_named_by_id_prefix_or_name(alice: Cli, primary: dict) -> None:
+    repo = ["-R", "alice/app"]
+    by_prefix = alice.json("workspace", "status", primary["id"][:8], *repo)
+    assert by_prefix["id"] == primary["id"]
+    by_name = alice.json("workspace", "view", primary["name"], *repo)
+    assert by_name["id"] == primary["id"]
+    shown = alice.run("workspace", "snapshots", primary["name"], *repo)
+    assert shown.returncode == 0, shown.stderr
+
+    twins = [
+        alice.json("workspace", "fork", primary["id"], "--name", "twin", *repo)
+        for _ in range(2)
+    ]
+    ambiguous = alice.run("workspace", "suspend", "twin", *repo)
+    assert ambiguous.returncode == 1
+    assert "matches several workspaces" in ambiguous.stderr
+    assert all(t["id"] in ambiguous.stderr for t in twins)
+    assert all(
+        alice.json("workspace", "status", t["id"], *repo)["status"] == "running"
+        for t in twins
+    )
+    for twin in twins:
+        gone = alice.json("workspace", "delete", twin["id"][:13], "--yes", *repo)
+        assert gone == {"status": "deleted", "id": twin["id"]}
+
+
 def test_unknown_workspace_prints_the_server_message(alice: Cli) -> None:
     done = alice.run("workspace", "view", "no-such-id", "-R", "alice/app")
 
