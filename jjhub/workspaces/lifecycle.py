@@ -25,6 +25,12 @@ from jjhub.workspaces.states import LIVE, Status
 
 log = logging.getLogger(__name__)
 
+# Database status and listed machine state that need no second look.
+AGREEING = {
+    (Status.RUNNING, MachineState.RUNNING),
+    (Status.SUSPENDED, MachineState.SUSPENDED),
+}
+
 
 class LifecycleLoop:
     def __init__(self, services: Services) -> None:
@@ -76,24 +82,9 @@ class LifecycleLoop:
             if workspace.status == Status.STARTING:
                 continue
             machine = machines.get(workspace.machine_id)
-            state = machine.state if machine else MachineState.MISSING
-            if state in (MachineState.MISSING, MachineState.STOPPED):
-                log.warning(
-                    "machine vanished %s",
-                    kv(
-                        workspace=workspace.id,
-                        machine=workspace.machine_id,
-                        state=state,
-                    ),
-                )
-                await self.workspaces.mark_failed(
-                    workspace.id,
-                    "reconcile",
-                    f"machine {workspace.machine_id} is {state} in the runtime; "
-                    "POST .../recover restarts it from its disk",
-                )
-            else:
-                await self.workspaces.sync_status(workspace.id, state)
+            listed = machine.state if machine else MachineState.MISSING
+            if (workspace.status, listed) not in AGREEING:
+                await self.workspaces.reconcile(workspace.id)
         unknown = {m for m in machines.keys() - known if not self._is_known(m)}
         for machine_id in sorted(unknown - self._reported_unknown):
             log.warning(

@@ -446,15 +446,39 @@ class WorkspaceService:
             if workspace.status not in ENDED:
                 self._set_status(ws_id, Status.FAILED, cause, reason)
 
-    async def sync_status(self, ws_id: str, state: MachineState) -> None:
-        """Adopt what the runtime reports (reconciliation after a restart)."""
+    async def reconcile(self, ws_id: str) -> None:
+        """Adopt what the runtime reports about one workspace's machine.
+
+        The loop's listing can be stale by the time this workspace's lock is
+        free (a create, fork or resume may finish in between), so the machine
+        is inspected again under the lock and only that answer counts.
+        """
         async with self.locks.hold(ws_id):
             workspace = self._load(ws_id)
-            wanted = {
-                MachineState.RUNNING: Status.RUNNING,
-                MachineState.SUSPENDED: Status.SUSPENDED,
-            }.get(state)
-            if wanted and workspace.status != wanted and workspace.status in LIVE:
+            if workspace.status not in (Status.RUNNING, Status.SUSPENDED):
+                return
+            try:
+                state = (await self.runtime.inspect(workspace.machine_id)).state
+            except RuntimeFailure as error:
+                log.warning(
+                    "reconcile skipped %s", kv(workspace=ws_id, error=str(error))
+                )
+                return
+            if state in (MachineState.MISSING, MachineState.STOPPED):
+                log.warning(
+                    "machine vanished %s",
+                    kv(workspace=ws_id, machine=workspace.machine_id, state=state),
+                )
+                reason = (
+                    f"machine {workspace.machine_id} is {state} in the runtime; "
+                    "POST .../recover restarts it from its disk"
+                )
+                self._set_status(ws_id, Status.FAILED, "reconcile", reason)
+                return
+            wanted = (
+                Status.RUNNING if state == MachineState.RUNNING else (Status.SUSPENDED)
+            )
+            if workspace.status != wanted:
                 self._set_status(ws_id, wanted, "reconcile")
 
     # -- activity --------------------------------------------------------------
