@@ -107,14 +107,20 @@ class LifecycleLoop:
         now = utcnow()
         for workspace in self._live():
             if (
-                workspace.status == Status.STARTING
-                and workspace.updated_at + limit < now
+                workspace.status != Status.STARTING
+                or workspace.updated_at + limit >= now
+                # A create or fork in this process holds the lock and ends the
+                # workspace `running` or `failed` itself; waiting for it here
+                # would stall the loop for every other workspace.
+                or self.workspaces.locks.busy(workspace.id)
             ):
-                await self.workspaces.mark_failed(
-                    workspace.id,
-                    "starting_timeout",
-                    f"still starting after {limit.total_seconds():.0f} s",
-                )
+                continue
+            await self.workspaces.mark_failed(
+                workspace.id,
+                "starting_timeout",
+                f"still starting after {limit.total_seconds():.0f} s",
+                only_if=Status.STARTING,
+            )
 
     async def suspend_idle(self) -> None:
         now = utcnow()

@@ -440,11 +440,17 @@ class WorkspaceService:
             self.touch(ws_id, "recover", force=True)
             return self._set_status(ws_id, Status.RUNNING, "recover", "", started=True)
 
-    async def mark_failed(self, ws_id: str, cause: str, reason: str) -> None:
+    async def mark_failed(
+        self, ws_id: str, cause: str, reason: str, *, only_if: Status | None = None
+    ) -> None:
+        """Fail a workspace, unless it ended, or is no longer `only_if` by now."""
         async with self.locks.hold(ws_id):
             workspace = self._load(ws_id)
-            if workspace.status not in ENDED:
-                self._set_status(ws_id, Status.FAILED, cause, reason)
+            if workspace.status in ENDED:
+                return
+            if only_if is not None and workspace.status != only_if:
+                return
+            self._set_status(ws_id, Status.FAILED, cause, reason)
 
     async def reconcile(self, ws_id: str) -> None:
         """Adopt what the runtime reports about one workspace's machine.

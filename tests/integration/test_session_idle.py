@@ -1,7 +1,9 @@
-"""Idle legacy sessions end by themselves, and the last one suspends its workspace."""
+"""Idle legacy sessions end by themselves; stuck creates fail, slow ones do not."""
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
 
 from tests.support.server import JJHubServer
@@ -70,3 +72,42 @@ def test_a_workspace_stuck_in_starting_becomes_failed(data_dir):
     finally:
         server.stop()
         server.cleanup_machines()
+
+
+class _SlowNotFound(http.server.BaseHTTPRequestHandler):
+    """Answers 404 after 3 s, so a checkout keeps a create busy that long."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        time.sleep(3)
+        self.send_error(404)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def test_a_create_slower_than_the_starting_timeout_is_not_failed(data_dir):
+    """The stuck-create check leaves a create that is still working alone."""
+    slow = http.server.ThreadingHTTPServer(("0.0.0.0", 0), _SlowNotFound)
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    server = JJHubServer(
+        data_dir,
+        env={"JJHUB_LIFECYCLE_INTERVAL": "0.3", "JJHUB_STARTING_TIMEOUT": "1"},
+    ).start()
+    try:
+        token = server.create_user("sam")
+        with server.client(token) as api:
+            clone_url = f"http://127.0.0.1:{slow.server_address[1]}/slow.git"
+            api.post("/api/user/repos", json={"name": "r", "clone_url": clone_url})
+            created = api.post("/api/repos/sam/r/workspaces", json={})
+            assert created.status_code == 201, created.text
+            workspace = created.json()
+            assert workspace["status"] == "running"
+            assert "checkout" in workspace["status_reason"]
+            time.sleep(1)
+            url = f"/api/repos/sam/r/workspaces/{workspace['id']}"
+            assert api.get(url).json()["status"] == "running"
+        assert "cause=starting_timeout" not in server.log_path.read_text()
+    finally:
+        server.stop()
+        server.cleanup_machines()
+        slow.shutdown()
