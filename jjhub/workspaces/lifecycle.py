@@ -83,7 +83,9 @@ class LifecycleLoop:
                 continue
             machine = machines.get(workspace.machine_id)
             listed = machine.state if machine else MachineState.MISSING
-            if (workspace.status, listed) not in AGREEING:
+            # A workspace in the middle of an operation is looked at next pass.
+            busy = self.workspaces.locks.busy(workspace.id)
+            if (workspace.status, listed) not in AGREEING and not busy:
                 await self.workspaces.reconcile(workspace.id)
         unknown = {m for m in machines.keys() - known if not self._is_known(m)}
         for machine_id in sorted(unknown - self._reported_unknown):
@@ -127,6 +129,8 @@ class LifecycleLoop:
         for workspace in self._live():
             if workspace.status != Status.RUNNING:
                 continue
+            if self.workspaces.locks.busy(workspace.id):
+                continue  # an operation under way is not idleness
             deadline = self.workspaces.idle_deadline(workspace)
             if deadline is None or deadline > now:
                 continue
