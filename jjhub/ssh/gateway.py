@@ -177,8 +177,6 @@ class Connection(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gateway.connections.discard(self)
-        if self._waking is not None:
-            self._waking.cancel()
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             upstream.close()
@@ -249,6 +247,8 @@ class Connection(asyncssh.SSHServer):
                 delay = self._wake_checked + ACTIVITY_INTERVAL - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                if self.conn is None:
+                    return  # the client left meanwhile: nothing to wake for
                 self._wake_wanted = False
                 self._wake_checked = time.monotonic()
                 await self.gateway.backend.ensure_running(target)

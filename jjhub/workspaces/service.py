@@ -8,6 +8,7 @@ a resume that arrives during a suspend waits for it and then resumes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import string
@@ -558,5 +559,8 @@ class WorkspaceService:
         if workspace.status in ENDED:
             raise not_allowed("connect to", workspace.status)
         if workspace.status == Status.SUSPENDED:
-            return await self.resume(ws_id, cause=cause)
+            # Shielded: a client that goes away mid-wake must not cut the
+            # resume between the machine and the row (running, but listed
+            # as suspended).
+            return await asyncio.shield(self.resume(ws_id, cause=cause))
         return workspace

@@ -452,7 +452,10 @@ def test_typing_into_a_session_left_open_across_a_suspend_wakes_the_workspace(
     finally:
         session.kill()
         session.wait()
-    assert api.get(base).json()["status"] == "running"
+    history = [
+        line for line in server.log_path.read_text().splitlines() if ws["id"] in line
+    ]
+    assert api.get(base).json()["status"] == "running", "\n".join(history)
     woken = f"status id={ws['id']} status=running cause=ssh_wake"
     assert woken in server.log_path.read_text()
 
