@@ -79,8 +79,23 @@ def test_a_qemu_workspace_keeps_its_processes_through_suspend_and_fork(api):
     time.sleep(1)
 
     url = f"{REPO}/workspaces/{workspace['id']}"
+    info = api.get(f"{url}/ssh").json()
+    open_session = subprocess.Popen(
+        [
+            *shlex.split(info["command"]),
+            *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"),
+            "echo open; sleep 600",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert open_session.stdout is not None
+    assert open_session.stdout.readline() == "open\n"
     assert api.post(f"{url}/suspend").json()["status"] == "suspended"
     assert _qemu_processes_for(workspace["freestyle_vm_id"]) == 0
+    # QEMU exited, and with it the connection (docs/ssh-gateway.md says so).
+    assert open_session.wait(timeout=60) == 255
     # Connecting wakes it; the counter's process is the same one.
     out = ssh(api, workspace, f"kill -0 {pid} && echo alive; cat /tmp/n").split()
     assert out[0] == "alive"
