@@ -31,8 +31,7 @@ def json_documents(text: str) -> list[dict]:
 
 
 def test_readme_curl_examples_run_and_answer_with_the_contract_fields(data_dir: Path):
-    server = JJHubServer(data_dir).start()
-    try:
+    with JJHubServer(data_dir).start() as server:
         token = server.create_user("admin", admin=True)
         script = api_examples().replace(
             "localhost:3000", f"127.0.0.1:{server.api_port}"
@@ -53,6 +52,3 @@ def test_readme_curl_examples_run_and_answer_with_the_contract_fields(data_dir: 
         assert suspended["status"] == "suspended"
         assert resumed["status"] == "running"
         assert resumed["id"] == ssh["workspace_id"]
-    finally:
-        server.stop()
-        server.cleanup_machines()

@@ -45,8 +45,7 @@ def git_http_server(tmp_path: Path) -> Iterator[str]:
 def test_a_clone_url_on_the_hosts_loopback_gives_a_checkout_owned_by_developer(
     data_dir, git_http_server
 ):
-    server = JJHubServer(data_dir).start()
-    try:
+    with JJHubServer(data_dir).start() as server:
         token = server.create_user("gus")
         with server.client(token) as api:
             created = api.post(
@@ -73,9 +72,6 @@ def test_a_clone_url_on_the_hosts_loopback_gives_a_checkout_owned_by_developer(
         assert "checkout of" in failed_clone["status_reason"]
         assert "failed" in failed_clone["status_reason"]
         assert "clone failed" in server.log_path.read_text()
-    finally:
-        server.stop()
-        server.cleanup_machines()
 
 
 def test_a_create_on_a_broken_base_image_ends_failed_and_leaves_nothing(data_dir):
@@ -88,8 +84,9 @@ def test_a_create_on_a_broken_base_image_ends_failed_and_leaves_nothing(data_dir
     base.mkdir()
     for marker in ("ready", "ready-shift-100000"):
         (base.parent / marker).touch()
-    server = JJHubServer(data_dir, env={"JJHUB_IMAGE_DIR": str(image_dir)}).start()
-    try:
+    with JJHubServer(
+        data_dir, env={"JJHUB_IMAGE_DIR": str(image_dir)}
+    ).start() as server:
         token = server.create_user("hal")
         with server.client(token) as api:
             api.post("/api/user/repos", json={"name": "p"})
@@ -104,6 +101,3 @@ def test_a_create_on_a_broken_base_image_ends_failed_and_leaves_nothing(data_dir
         assert "create failed" in server.log_path.read_text()
         assert host_leftovers(machine) == []
         assert not (data_dir / "machines" / machine).exists()
-    finally:
-        server.stop()
-        server.cleanup_machines()

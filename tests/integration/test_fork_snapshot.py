@@ -226,8 +226,7 @@ def test_a_fork_that_fails_midway_leaves_no_half_made_workspace(xfs_root):
     """A /29 has room for five machines: a fork of five after one must fail."""
     data_dir = xfs_root / "fork-fails"
     data_dir.mkdir()
-    server = JJHubServer(data_dir, network_cidr="10.199.7.0/29").start()
-    try:
+    with JJHubServer(data_dir, network_cidr="10.199.7.0/29").start() as server:
         token = server.create_user("fay")
         with server.client(token) as api:
             api.post("/api/user/repos", json={"name": "p"})
@@ -245,6 +244,3 @@ def test_a_fork_that_fails_midway_leaves_no_half_made_workspace(xfs_root):
                 api.get(f"/api/repos/fay/p/workspaces/{first['id']}").json()["status"]
                 == "running"
             )
-    finally:
-        server.stop()
-        server.cleanup_machines()

@@ -324,8 +324,9 @@ def test_the_loop_never_reverts_a_change_made_while_it_looked(xfs_root: Path):
     """
     data_dir = xfs_root / "reconcile-race"
     data_dir.mkdir()
-    server = JJHubServer(data_dir, env={"JJHUB_LIFECYCLE_INTERVAL": "0.02"}).start()
-    try:
+    with JJHubServer(
+        data_dir, env={"JJHUB_LIFECYCLE_INTERVAL": "0.02"}
+    ).start() as server:
         token = server.create_user("rita")
         with server.client(token) as api:
             api.post("/api/user/repos", json={"name": "r"})
@@ -338,6 +339,3 @@ def test_the_loop_never_reverts_a_change_made_while_it_looked(xfs_root: Path):
             assert api.get(url).json()["status"] == "running"
             api.delete(url)
         assert "cause=reconcile" not in server.log_path.read_text()
-    finally:
-        server.stop()
-        server.cleanup_machines()

@@ -12,13 +12,9 @@ def test_auto_runtime_follows_the_kvm_probe_and_logs_its_choice(
     data_dir, shared_image_dir
 ):
     expected = "qemu" if accel.kvm_works(shared_image_dir) else "runc"
-    server = JJHubServer(data_dir, runtime="auto").start()
-    try:
+    with JJHubServer(data_dir, runtime="auto").start() as server:
         health = httpx.get(f"{server.url}/healthz").json()
         assert health["runtime"] == expected
         log = server.log_path.read_text()
         assert f"runtime chosen runtime={expected} reason=auto" in log
         assert "qemu accelerator" in log
-    finally:
-        server.stop()
-        server.cleanup_machines()

@@ -5,16 +5,18 @@ from __future__ import annotations
 import http.server
 import threading
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from tests.support.server import JJHubServer
 
 
 def test_an_idle_session_ends_and_suspends_its_workspace(data_dir):
-    server = JJHubServer(
+    with JJHubServer(
         data_dir,
         env={"JJHUB_LIFECYCLE_INTERVAL": "0.5", "JJHUB_SESSION_IDLE_TIMEOUT": "2"},
-    ).start()
-    try:
+    ).start() as server:
         token = server.create_user("sid")
         with server.client(token) as api:
             api.post("/api/user/repos", json={"name": "r"})
@@ -37,20 +39,16 @@ def test_an_idle_session_ends_and_suspends_its_workspace(data_dir):
             in log
         )
         assert "status=suspended cause=session_end" in log
-    finally:
-        server.stop()
-        server.cleanup_machines()
 
 
 def test_a_workspace_stuck_in_starting_becomes_failed(data_dir):
     """A server killed mid-create leaves `starting`; the loop fails it later."""
     import sqlite3
 
-    server = JJHubServer(
+    with JJHubServer(
         data_dir,
         env={"JJHUB_LIFECYCLE_INTERVAL": "0.5", "JJHUB_STARTING_TIMEOUT": "1"},
-    ).start()
-    try:
+    ).start() as server:
         token = server.create_user("stu")
         with server.client(token) as api:
             api.post("/api/user/repos", json={"name": "r"})
@@ -69,9 +67,6 @@ def test_a_workspace_stuck_in_starting_becomes_failed(data_dir):
             failed = api.get(url).json()
         assert failed["status"] == "failed"
         assert "still starting" in failed["status_reason"]
-    finally:
-        server.stop()
-        server.cleanup_machines()
 
 
 class _SlowNotFound(http.server.BaseHTTPRequestHandler):
@@ -85,19 +80,27 @@ class _SlowNotFound(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_create_slower_than_the_starting_timeout_is_not_failed(data_dir):
-    """The stuck-create check leaves a create that is still working alone."""
+@pytest.fixture
+def slow_git_url() -> Iterator[str]:
+    """A clone URL on the host's loopback that answers 404 after 3 s."""
     slow = http.server.ThreadingHTTPServer(("0.0.0.0", 0), _SlowNotFound)
     threading.Thread(target=slow.serve_forever, daemon=True).start()
-    server = JJHubServer(
+    yield f"http://127.0.0.1:{slow.server_address[1]}/slow.git"
+    slow.shutdown()
+
+
+def test_a_create_slower_than_the_starting_timeout_is_not_failed(
+    data_dir, slow_git_url
+):
+    """The stuck-create check leaves a create that is still working alone."""
+    with JJHubServer(
         data_dir,
         env={"JJHUB_LIFECYCLE_INTERVAL": "0.3", "JJHUB_STARTING_TIMEOUT": "1"},
-    ).start()
-    try:
+    ).start() as server:
         token = server.create_user("sam")
         with server.client(token) as api:
-            clone_url = f"http://127.0.0.1:{slow.server_address[1]}/slow.git"
-            api.post("/api/user/repos", json={"name": "r", "clone_url": clone_url})
+            repo = {"name": "r", "clone_url": slow_git_url}
+            api.post("/api/user/repos", json=repo)
             created = api.post("/api/repos/sam/r/workspaces", json={})
             assert created.status_code == 201, created.text
             workspace = created.json()
@@ -107,7 +110,3 @@ def test_a_create_slower_than_the_starting_timeout_is_not_failed(data_dir):
             url = f"/api/repos/sam/r/workspaces/{workspace['id']}"
             assert api.get(url).json()["status"] == "running"
         assert "cause=starting_timeout" not in server.log_path.read_text()
-    finally:
-        server.stop()
-        server.cleanup_machines()
-        slow.shutdown()

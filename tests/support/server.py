@@ -91,6 +91,14 @@ class JJHubServer:
             time.sleep(0.2)
         raise RuntimeError(f"server did not become ready:\n{self.log_tail()}")
 
+    def __enter__(self) -> JJHubServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Stop the server and remove the machines it left running."""
+        self.stop()
+        self.cleanup_machines()
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
