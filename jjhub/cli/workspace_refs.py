@@ -16,7 +16,6 @@ from jjhub.client import JSON, Client
 
 FULL_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MAX_LISTED = 1000
-ENDED = ("stopped",)
 
 
 def resolve(api: Client, repo: str, ref: str) -> str:
@@ -30,7 +29,7 @@ def resolve(api: Client, repo: str, ref: str) -> str:
         return ref
     rows = api.list_workspaces(repo, limit=MAX_LISTED)
     named = [r for r in rows if r.get("name") == ref]
-    live = [r for r in named if r.get("status") not in ENDED]
+    live = [r for r in named if r.get("status") != "stopped"]
     for candidates in (live, named, [r for r in rows if r["id"].startswith(ref)]):
         if len(candidates) == 1:
             return str(candidates[0]["id"])

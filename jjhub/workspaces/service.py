@@ -482,9 +482,10 @@ class WorkspaceService:
                 )
                 self._set_status(ws_id, Status.FAILED, "reconcile", reason)
                 return
-            wanted = (
-                Status.RUNNING if state == MachineState.RUNNING else (Status.SUSPENDED)
-            )
+            wanted = {
+                MachineState.RUNNING: Status.RUNNING,
+                MachineState.SUSPENDED: Status.SUSPENDED,
+            }[state]
             if workspace.status != wanted:
                 self._set_status(ws_id, wanted, "reconcile")
 
