@@ -22,7 +22,11 @@ pytestmark = pytest.mark.anyio
 
 IMAGE_DIR = Path(os.environ.get("JJHUB_IMAGE_DIR", "/var/tmp/jjhub-test-images"))
 SIZE = Size("test", cpus=1, memory_mib=512)
-SLEEPER = "setsid sleep 100000 >/dev/null 2>&1 < /dev/null & echo $!"
+# An unusual duration marks the process, so that a fresh machine where the same
+# PID happens to belong to something else (even the checking shell) is not
+# mistaken for one that kept it.
+SLEEP_ARGS = "sleep 100123"
+SLEEPER = f"setsid {SLEEP_ARGS} >/dev/null 2>&1 < /dev/null & echo $!"
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +93,11 @@ async def _sh(runtime: Runtime, machine_id: str, script: str) -> str:
 
 
 async def _alive(runtime: Runtime, machine_id: str, pid: str) -> bool:
-    result = await runtime.exec(machine_id, ["sh", "-c", f"kill -0 {pid}"])
-    return result.exit_code == 0
+    """Whether the sleeper started by the fixture runs under this PID."""
+    result = await runtime.exec(
+        machine_id, ["sh", "-c", f"tr '\\0' ' ' < /proc/{pid}/cmdline"]
+    )
+    return result.exit_code == 0 and result.stdout.decode().strip() == SLEEP_ARGS
 
 
 async def test_a_new_machine_runs_commands_and_reports_running(machine):
