@@ -348,21 +348,46 @@ class RuncRuntime:
         return ExecResult(proc.returncode, out, err)
 
     async def open_ssh(self, machine_id: str) -> SshStream:
-        """`sshd -i` inside, speaking SSH over the exec's stdin and stdout."""
-        proc, spec_file = await self._spawn(
-            machine_id,
-            ["/usr/sbin/sshd", "-i"],
-            "root",
-            stdin=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        assert proc.stdin is not None and proc.stdout is not None
+        """`sshd -i` inside, speaking SSH over the exec's stdin and stdout.
+
+        sshd's stdout is a pipe of our own rather than asyncio.subprocess's,
+        whose reader receives each chunk a loop turn after it was read; on
+        our own pipe the reader's buffer is always all there is, so the
+        gateway can take the reading over without losing bytes in flight.
+        """
+        read_end, write_end = os.pipe()
+        try:
+            proc, spec_file = await self._spawn(
+                machine_id,
+                ["/usr/sbin/sshd", "-i"],
+                "root",
+                stdin=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+                stdout=write_end,
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        assert proc.stdin is not None
+        reader = asyncio.StreamReader(limit=2**20)
+        try:
+            transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader),
+                os.fdopen(read_end, "rb", buffering=0),
+            )
+        except BaseException:
+            await _stop(proc)
+            spec_file.unlink(missing_ok=True)
+            raise
 
         async def closer() -> None:
             await _stop(proc, grace=2.0)
+            transport.close()
             spec_file.unlink(missing_ok=True)
 
-        return SshStream(reader=proc.stdout, writer=proc.stdin, closer=closer)
+        return SshStream(reader=reader, writer=proc.stdin, closer=closer)
 
     # Internals: boot and teardown
 
@@ -529,6 +554,7 @@ class RuncRuntime:
         user: str,
         stdin: int,
         stderr: int = asyncio.subprocess.PIPE,
+        stdout: int = asyncio.subprocess.PIPE,
     ) -> tuple[asyncio.subprocess.Process, Path]:
         """Start `runc exec` with a full process spec (user, env, no caps)."""
         machine = self._existing_dir(machine_id)
@@ -542,7 +568,7 @@ class RuncRuntime:
             "runc", "--root", str(self.runc_root), "exec",
             "--process", str(spec_file), machine_id,
             stdin=stdin,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=stdout,
             stderr=stderr,
         )  # fmt: skip
         return proc, spec_file
