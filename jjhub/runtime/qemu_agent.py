@@ -129,7 +129,7 @@ async def open_channel(
         body = json.dumps(header).encode()
         writer.write(MAGIC + b"H" + nonce + FRAME.pack(b"H", len(body)) + body)
         await writer.drain()
-        await asyncio.wait_for(_wait_ack(reader, MAGIC + b"A" + nonce), ack_timeout)
+        await asyncio.wait_for(_wait_ack(reader, nonce), ack_timeout)
     except (TimeoutError, asyncio.IncompleteReadError, OSError) as error:
         await channel.close()
         raise AgentUnavailable(
@@ -141,9 +141,29 @@ async def open_channel(
     return channel
 
 
-async def _wait_ack(reader: asyncio.StreamReader, marker: bytes) -> None:
-    """Skip whatever an earlier session left in flight, up to our marker."""
-    await reader.readuntil(marker)
+async def _wait_ack(reader: asyncio.StreamReader, nonce: bytes) -> None:
+    """Skip whatever an earlier session left in flight, up to our acknowledgement.
+
+    A restart announcement first means the agent that read our header died
+    before its acknowledgement left the guest: a command that kills the agent
+    at once can do that. Waiting on would only end in a timeout, and "did not
+    answer" would hide what happened.
+    """
+    while True:
+        try:
+            await reader.readuntil(MAGIC)
+        except asyncio.LimitOverrunError as overrun:
+            # More stale output than the reader holds: drop it, keeping a
+            # tail that may be the start of the marker.
+            await reader.readexactly(max(1, overrun.consumed - len(MAGIC) + 1))
+            continue
+        kind = await reader.readexactly(1)
+        if kind == b"R":
+            raise AgentRestarted(
+                "the guest agent restarted before it acknowledged the session"
+            )
+        if kind == b"A" and await reader.readexactly(len(nonce)) == nonce:
+            return
 
 
 async def run(
